@@ -1,0 +1,52 @@
+# enginehub — every target creates its own virtualenv and installs what it needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+CMAPSS_DIR ?= $(abspath ../shared/datasets/cmapss)
+export ENGINEHUB_CMAPSS_DIR ?= $(CMAPSS_DIR)
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help demo test test-unit test-integration lint format venv azurite clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,load,analysis]'
+	touch $@
+
+venv: $(STAMP) ## create .venv and install enginehub with all extras
+
+node_modules/.bin/azurite-blob: package.json
+	@if command -v npm >/dev/null; then npm install --no-audit --no-fund --loglevel=error; \
+	else echo "npm not found: Azurite-backed tests will be skipped" >&2; fi
+
+azurite: node_modules/.bin/azurite-blob ## install the npm azurite package (blob checkpoint store)
+
+demo: venv ## the main job: self-hosted demo on the embedded default (see README)
+	$(VENV)/bin/enginehub-datasets validate --json
+
+test: venv azurite ## the whole test suite (unit + integration on loopback)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: venv ## unit tests only (no I/O)
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: venv azurite ## integration tests only (real processes on loopback)
+	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+lint: venv ## ruff check + ruff format --check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: venv ## apply ruff fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean: ## remove the virtualenv, node_modules and caches
+	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache build *.egg-info

@@ -1,0 +1,5 @@
+import sys
+
+from enginehub.harness.cli import main
+
+sys.exit(main())

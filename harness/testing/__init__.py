@@ -1,0 +1,1 @@
+"""Test support shipped with enginehub: the pytest plugin and fixtures."""
