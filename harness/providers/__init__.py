@@ -1,0 +1,1 @@
+"""Service providers: how each real component is started or reached (local, container, external)."""
