@@ -1,9 +1,8 @@
 """Azurite (the npm ``azurite`` package) as a local blob service for checkpoint stores.
 
 ``AzuriteServer`` starts ``azurite-blob`` on a loopback port (0 = let Azurite pick a free one; the port is
-read back from its start-up line), in memory by default, and stops it by PID.
-Used by ``harness up``, the pytest
-plugin and the load tests.
+read back from its start-up line), in memory by default, and stops it by PID. Used by ``harness up``, the
+pytest plugin and the load tests.
 """
 
 from __future__ import annotations

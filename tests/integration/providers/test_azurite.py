@@ -59,3 +59,10 @@ def test_process_that_exits_early_reports_its_output(tmp_path) -> None:
     fake.chmod(0o755)
     with pytest.raises(AzuriteUnavailable, match="boom: bad option"):
         AzuriteServer(executable=str(fake), startup_timeout=5).start()
+
+
+def test_plugin_fixture_gives_a_fresh_container(azurite, checkpoint_container: str) -> None:
+    with BlobServiceClient.from_connection_string(azurite.connection_string) as svc:
+        names = [c.name for c in svc.list_containers()]
+        assert checkpoint_container in names
+        assert not list(svc.get_container_client(checkpoint_container).list_blobs())
