@@ -1,0 +1,1 @@
+"""enginehub.harness.eventhubs: the Event Hubs emulator."""
