@@ -1,0 +1,433 @@
+"""Remaining-useful-life model trained and evaluated on C-MAPSS rows read back from a sink.
+
+``python -m enginehub.datasets.rul --subset FD001|FD002|FD003|FD004|all [--sink URL] --json``
+
+Without ``--sink`` the train_/test_ files of each subset are first loaded into an embedded SQLite file
+(tables of the ``enginehub_events`` shape), and the model reads its data back from there. With ``--sink``
+the tables ``enginehub_events_<subset>_train`` / ``_test`` (see ``--train-table``/``--test-table``) are
+read from that database; on SQLite they are loaded from the files when missing. The true test RULs come
+from ``RUL_FD00x.txt``. One JSON line per subset: ``subset``, ``rmse``, ``score``, ``train_rows``,
+``test_units``, ``seconds`` (plus a few descriptive keys).
+
+Protocol (docs/cmapss.md section 3): the 14 informative sensors (constant ones dropped), z-score per
+operating condition (the six FD002/FD004 conditions are recovered by rounding setting 1; FD001/FD003 have
+one condition, i.e. a global z-score), scaler fitted on train only, training labels
+``min(T_fail - t, 125)``, sliding windows of 30 cycles (stride 1), a short test unit padded by repeating
+its first row, evaluation at the last cycle of each test unit against the raw (uncapped) RUL_FD00x.
+
+Model: gradient-boosted trees (LightGBM) on summary features of each 30-cycle window (last value,
+short/long means, spread, slopes of every sensor; the cycle number; for multi-condition subsets the
+cycles spent so far in each condition, as Babu et al. 2016), averaged over a few seeds. CPU only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from enginehub.datasets import analysis, cmapss
+
+LOG = logging.getLogger(__name__)
+
+#: The 14 sensors kept by the benchmark papers (drop 1, 5, 6, 10, 16, 18, 19: constant or near-constant
+#: in FD001/FD003, pure functions of the operating condition in FD002/FD004).
+STANDARD_SENSORS: tuple[int, ...] = (2, 3, 4, 7, 8, 9, 11, 12, 13, 14, 15, 17, 20, 21)
+RUL_CAP = 125
+WINDOW = 30
+#: The six operating conditions of FD002/FD004, keyed by setting 1 rounded to the nearest integer.
+CONDITION_KEYS: tuple[int, ...] = (0, 10, 20, 25, 35, 42)
+
+
+# -- metrics ---------------------------------------------------------------------------------------------
+
+
+def rmse(pred: Sequence[float] | np.ndarray, true: Sequence[float] | np.ndarray) -> float:
+    """Root-mean-square error of the predictions."""
+    d = np.asarray(pred, dtype="float64") - np.asarray(true, dtype="float64")
+    if d.size == 0:
+        raise ValueError("rmse of no predictions")
+    return float(np.sqrt(np.mean(d * d)))
+
+
+def phm08_score(pred: Sequence[float] | np.ndarray, true: Sequence[float] | np.ndarray) -> float:
+    """PHM08 score (Saxena et al. 2008): sum of exp(-d/13)-1 for early (d<0), exp(d/10)-1 for late."""
+    d = np.asarray(pred, dtype="float64") - np.asarray(true, dtype="float64")
+    return float(np.sum(np.where(d < 0, np.exp(-d / 13.0), np.exp(d / 10.0)) - 1.0))
+
+
+# -- preprocessing ---------------------------------------------------------------------------------------
+
+
+def operating_conditions(frame: pd.DataFrame) -> np.ndarray:
+    """Operating-condition index 0..5 of each row (setting 1 rounded: 0, 10, 20, 25, 35, 42 kft).
+
+    A value that is none of those maps to the nearest key (the noise in setting 1 is below 0.01).
+    """
+    s1 = frame["setting 1"].to_numpy(dtype="float64")
+    keys = np.asarray(CONDITION_KEYS, dtype="float64")
+    return np.abs(s1[:, None] - keys[None, :]).argmin(axis=1)
+
+
+@dataclass
+class Normaliser:
+    """Per-(operating condition, sensor) z-score fitted on training rows."""
+
+    columns: tuple[str, ...]
+    mean: dict[int, np.ndarray] = field(default_factory=dict)
+    std: dict[int, np.ndarray] = field(default_factory=dict)
+
+    def fit(self, frame: pd.DataFrame) -> Normaliser:
+        cond = operating_conditions(frame)
+        values = frame[list(self.columns)].to_numpy(dtype="float64")
+        for c in np.unique(cond):
+            block = values[cond == c]
+            self.mean[int(c)] = block.mean(axis=0)
+            std = block.std(axis=0)
+            self.std[int(c)] = np.where(std > 1e-9, std, 1.0)  # guard std = 0 (constant in a condition)
+        return self
+
+    def transform(self, frame: pd.DataFrame) -> pd.DataFrame:
+        cond = operating_conditions(frame)
+        values = frame[list(self.columns)].to_numpy(dtype="float64").copy()
+        for c in np.unique(cond):
+            if int(c) not in self.mean:
+                raise ValueError(f"operating condition {c} not seen in the training rows")
+            rows = cond == c
+            values[rows] = (values[rows] - self.mean[int(c)]) / self.std[int(c)]
+        out = frame.copy()
+        out[list(self.columns)] = values
+        return out
+
+
+def condition_history(frame: pd.DataFrame) -> np.ndarray:
+    """(rows, 6): cycles spent so far in each operating condition, per unit (Babu et al. 2016)."""
+    cond = operating_conditions(frame)
+    onehot = np.eye(len(CONDITION_KEYS))[cond]
+    hist = pd.DataFrame(onehot).groupby(frame[analysis.UNIT].to_numpy()).cumsum().to_numpy()
+    return hist
+
+
+# -- window features -------------------------------------------------------------------------------------
+
+
+def window_features(x: np.ndarray) -> np.ndarray:
+    """Summary features of windows ``x`` (n, W, F): per sensor the last value, the means of the last 5,
+    10 and all W cycles, the std, min and max, and the least-squares slopes over the last 10 and all W."""
+    n, w, _ = x.shape
+    parts = [x[:, -1, :], x[:, -5:, :].mean(axis=1), x[:, -10:, :].mean(axis=1), x.mean(axis=1)]
+    parts += [x.std(axis=1), x.min(axis=1), x.max(axis=1)]
+    for span in (min(10, w), w):
+        t = np.arange(span, dtype="float64")
+        t -= t.mean()
+        denom = float((t * t).sum()) or 1.0
+        parts.append(np.einsum("t,ntf->nf", t, x[:, -span:, :]) / denom)
+    return np.concatenate(parts, axis=1)
+
+
+@dataclass
+class Dataset:
+    """Model inputs built from frames of table rows."""
+
+    features: np.ndarray
+    labels: np.ndarray
+    units: np.ndarray
+    windows: analysis.Windows
+
+
+def build_dataset(
+    frame: pd.DataFrame,
+    normaliser: Normaliser,
+    *,
+    window: int = WINDOW,
+    labels: np.ndarray | None = None,
+    last_only: bool = False,
+    multi_condition: bool = False,
+) -> Dataset:
+    """Normalise ``frame``, cut windows and compute the feature matrix (extra per-row features at the
+    window's last cycle: the cycle number and, for multi-condition subsets, the condition history)."""
+    norm = normaliser.transform(frame)
+    extra_cols: list[str] = [analysis.CYCLE]
+    if multi_condition:
+        hist = condition_history(frame)
+        for i in range(hist.shape[1]):
+            norm[f"history {i}"] = hist[:, i]
+            extra_cols.append(f"history {i}")
+    wins = analysis.make_windows(
+        norm, list(normaliser.columns) + extra_cols, window, labels=labels, last_only=last_only
+    )
+    k = len(normaliser.columns)
+    feats = np.concatenate([window_features(wins.x[:, :, :k]), wins.x[:, -1, k:]], axis=1)
+    return Dataset(features=feats, labels=wins.y, units=wins.units, windows=wins)
+
+
+# -- model -----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelConfig:
+    window: int = WINDOW
+    cap: int = RUL_CAP
+    sensors: tuple[int, ...] = STANDARD_SENSORS
+    n_estimators: int = 700
+    learning_rate: float = 0.02
+    num_leaves: int = 15
+    min_child_samples: int = 100
+    subsample: float = 0.8
+    colsample: float = 0.5
+    reg_lambda: float = 1.0
+    seeds: tuple[int, ...] = (1, 2, 3)
+    n_jobs: int = 1
+
+
+class RulModel:
+    """Fit on training rows (run to failure), predict the RUL at the last cycle of each test unit."""
+
+    def __init__(self, config: ModelConfig | None = None) -> None:
+        self.config = config or ModelConfig()
+        self.columns = tuple(analysis.sensor_column(s) for s in self.config.sensors)
+        self.normaliser = Normaliser(self.columns)
+        self.multi_condition = False
+        self.models: list[object] = []
+
+    def fit(self, train: pd.DataFrame) -> RulModel:
+        import lightgbm as lgb  # the model library of the analysis extra
+
+        cfg = self.config
+        self.multi_condition = len(np.unique(operating_conditions(train))) > 1
+        self.normaliser.fit(train)
+        data = build_dataset(
+            train,
+            self.normaliser,
+            window=cfg.window,
+            labels=analysis.rul_labels(train, cfg.cap),
+            multi_condition=self.multi_condition,
+        )
+        self.models = []
+        for seed in cfg.seeds:
+            params = {
+                "objective": "regression",
+                "learning_rate": cfg.learning_rate,
+                "num_leaves": cfg.num_leaves,
+                "min_data_in_leaf": cfg.min_child_samples,
+                "bagging_fraction": cfg.subsample,
+                "bagging_freq": 1,
+                "feature_fraction": cfg.colsample,
+                "lambda_l2": cfg.reg_lambda,
+                "seed": seed,
+                "num_threads": cfg.n_jobs,
+                "verbosity": -1,
+            }
+            model = lgb.train(
+                params, lgb.Dataset(data.features, data.labels), num_boost_round=cfg.n_estimators
+            )
+            self.models.append(model)
+        return self
+
+    def predict_last(self, test: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """(units, predicted RUL at each unit's last cycle), clipped to [0, cap]."""
+        if not self.models:
+            raise RuntimeError("fit the model first")
+        data = build_dataset(
+            test,
+            self.normaliser,
+            window=self.config.window,
+            last_only=True,
+            multi_condition=self.multi_condition,
+        )
+        pred = np.mean([m.predict(data.features) for m in self.models], axis=0)  # type: ignore[attr-defined]
+        return data.units, np.clip(pred, 0.0, float(self.config.cap))
+
+
+# -- evaluation from a sink ------------------------------------------------------------------------------
+
+
+def table_names(subset: str) -> tuple[str, str]:
+    """Default tables of a subset: ``enginehub_events_fd001_train``, ``enginehub_events_fd001_test``."""
+    s = cmapss.check_subset(subset).lower()
+    return f"{analysis.DEFAULT_TABLE}_{s}_train", f"{analysis.DEFAULT_TABLE}_{s}_test"
+
+
+def ensure_loaded(
+    sink: str, subset: str, directory: str | os.PathLike[str] | None, tables: tuple[str, str]
+) -> None:
+    """Load train_/test_ of ``subset`` into the two tables of a SQLite sink when they are missing."""
+    missing = [t for t in tables if not _has_rows(sink, t)]
+    if not missing:
+        return
+    if not sink.lower().startswith("sqlite"):
+        raise analysis.AnalysisError(
+            f"tables {missing} not found in {sink}: ingest the C-MAPSS rows there first "
+            "(only sqlite:/// sinks are loaded from the files by this command)"
+        )
+    path = sink.split("///", 1)[1]
+    data = cmapss.load_subset(subset, directory)
+    for table, rows, kind in ((tables[0], data.train, "train"), (tables[1], data.test, "test")):
+        if table in missing:
+            n = analysis.load_rows_sqlite(path, rows, table, source=f"{data.name}-{kind}")
+            LOG.info("loaded %d %s rows of %s into %s", n, kind, data.name, table)
+
+
+def _has_rows(sink: str, table: str) -> bool:
+    path = sink.split("///", 1)[1] if sink.lower().startswith("sqlite") else None
+    if path is not None and not Path(path).is_file():
+        return False
+    if not analysis.table_exists(sink, table):
+        return False
+    engine, url = analysis.make_engine(sink), sink
+    n = analysis.query_frame(engine, f"SELECT COUNT(*) AS n FROM {analysis.qualified_table(table, url)}")
+    return int(n["n"].iloc[0]) > 0
+
+
+def evaluate(
+    subset: str,
+    sink: str,
+    *,
+    directory: str | os.PathLike[str] | None = None,
+    config: ModelConfig | None = None,
+    tables: tuple[str, str] | None = None,
+    train_units: int | None = None,
+) -> dict[str, object]:
+    """Train on the train table and score the test table of ``subset`` read back from ``sink``.
+
+    ``train_units`` keeps only the first N training units (a quick smoke run).
+    """
+    started = time.perf_counter()
+    name = cmapss.check_subset(subset)
+    tables = tables or table_names(name)
+    ensure_loaded(sink, name, directory, tables)
+    base = cmapss.resolve_dir(directory)
+    true_rul = np.asarray(cmapss.read_rul(base / cmapss.file_name("RUL", name)), dtype="float64")
+    engine = analysis.make_engine(sink)
+    units = range(1, train_units + 1) if train_units else None
+    train = analysis.read_events(engine, tables[0], units=units)
+    test = analysis.read_events(engine, tables[1])
+    test_units = np.unique(test[analysis.UNIT].to_numpy())
+    if len(test_units) != len(true_rul) or not np.array_equal(test_units, np.arange(1, len(true_rul) + 1)):
+        raise analysis.AnalysisError(
+            f"{name}: table {tables[1]} holds {len(test_units)} test units, RUL_{name}.txt has "
+            f"{len(true_rul)} lines: expected units 1..{len(true_rul)}"
+        )
+    if train.empty:
+        raise analysis.AnalysisError(f"{name}: table {tables[0]} has no training rows")
+    model = RulModel(config).fit(train)
+    pred_units, pred = model.predict_last(test)
+    if not np.array_equal(pred_units, test_units):  # pragma: no cover - make_windows keeps every unit
+        raise analysis.AnalysisError(
+            f"{name}: predictions for units {pred_units[:5]}…, expected {test_units[:5]}…"
+        )
+    cfg = model.config
+    return {
+        "subset": name,
+        "rmse": round(rmse(pred, true_rul), 4),
+        "score": round(phm08_score(pred, true_rul), 2),
+        "train_rows": len(train),
+        "test_units": len(test_units),
+        "seconds": round(time.perf_counter() - started, 2),
+        "model": "lightgbm-window-features",
+        "window": cfg.window,
+        "rul_cap": cfg.cap,
+        "sensors": len(cfg.sensors),
+        "sink": sink.split("?", 1)[0] if sink.lower().startswith("sqlite") else _redact(sink),
+    }
+
+
+def _redact(url: str) -> str:
+    head, sep, tail = url.partition("@")
+    if not sep:
+        return url
+    scheme, _, _ = head.partition("://")
+    return f"{scheme}://***@{tail}"
+
+
+# -- command line ----------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m enginehub.datasets.rul",
+        description="Train and evaluate a RUL model on C-MAPSS rows read back from a sink.",
+    )
+    parser.add_argument("--subset", default="FD001", help="FD001..FD004 or all (default FD001)")
+    parser.add_argument(
+        "--sink",
+        default=None,
+        help="sqlite:///PATH or crate://HOST:4200 (default: load the files into a temporary SQLite file)",
+    )
+    parser.add_argument("--dir", default=None, help=f"C-MAPSS directory (default ${cmapss.ENV_VAR})")
+    parser.add_argument(
+        "--train-table", default=None, help="train table (default enginehub_events_<subset>_train)"
+    )
+    parser.add_argument(
+        "--test-table", default=None, help="test table (default enginehub_events_<subset>_test)"
+    )
+    parser.add_argument("--seeds", type=int, default=3, help="models averaged (default 3)")
+    parser.add_argument("--estimators", type=int, default=ModelConfig.n_estimators, help="trees per model")
+    parser.add_argument("--train-units", type=int, default=None, help="use only the first N training units")
+    parser.add_argument("--jobs", type=int, default=1, help="LightGBM threads (default 1)")
+    parser.add_argument("--json", action="store_true", help="print one JSON line per subset")
+    args = parser.parse_args(argv)
+    if args.subset.lower() != "all":
+        try:
+            args.subset = cmapss.check_subset(args.subset)
+        except ValueError as exc:
+            parser.error(str(exc))
+    if args.subset.lower() == "all" and (args.train_table or args.test_table):
+        parser.error("--train-table/--test-table name one subset's tables: use them with a single --subset")
+    return args
+
+
+def _emit(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    subsets = cmapss.SUBSETS if args.subset.lower() == "all" else (args.subset,)
+    config = ModelConfig(
+        seeds=tuple(range(1, max(1, args.seeds) + 1)), n_estimators=args.estimators, n_jobs=args.jobs
+    )
+    with tempfile.TemporaryDirectory(prefix="enginehub-rul-") as tmp:
+        sink = args.sink or analysis.sqlite_url(Path(tmp) / "enginehub.db")
+        for subset in subsets:
+            tables = None
+            if args.train_table or args.test_table:
+                default = table_names(subset)
+                tables = (args.train_table or default[0], args.test_table or default[1])
+            try:
+                result = evaluate(
+                    subset,
+                    sink,
+                    directory=args.dir,
+                    config=config,
+                    tables=tables,
+                    train_units=args.train_units,
+                )
+            except (analysis.AnalysisError, cmapss.CmapssError) as exc:
+                sys.stderr.write(f"error: {exc}" + "\n")
+                return 2
+            if args.json:
+                _emit(json.dumps(result))
+            else:
+                _emit(
+                    f"{result['subset']}: RMSE {result['rmse']:.2f}  score {result['score']:.1f}  "
+                    f"({result['train_rows']} train rows, {result['test_units']} test units, "
+                    f"{result['seconds']:.1f} s)"
+                )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,187 @@
+"""Pure parts of enginehub.datasets.analysis and .rul: SQL builders, windows, labels, scaler, metrics."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+np = pytest.importorskip("numpy")
+pd = pytest.importorskip("pandas")
+pytest.importorskip("sqlalchemy")
+
+from enginehub.datasets import analysis, rul  # noqa: E402
+from enginehub.datasets.schema import COLUMN_NAMES  # noqa: E402
+
+
+def frame_of(lengths: dict[int, int], *, setting1: float = 0.0) -> pd.DataFrame:
+    """Rows of units with the given lengths; sensor k of (unit u, cycle c) = 1000*u + 10*c + k."""
+    rows = []
+    for unit, n in lengths.items():
+        for cycle in range(1, n + 1):
+            sensors = [1000.0 * unit + 10.0 * cycle + k for k in range(1, 22)]
+            rows.append([unit, cycle, setting1, 0.0, 100.0, *sensors])
+    return pd.DataFrame(rows, columns=list(COLUMN_NAMES))
+
+
+# -- metrics (checks from docs/cmapss.md section 4) -----------------------------------------------------
+
+
+def test_phm08_score_reference_values() -> None:
+    assert rul.phm08_score([-13.0], [0.0]) == pytest.approx(math.e - 1)
+    assert rul.phm08_score([10.0], [0.0]) == pytest.approx(math.e - 1)
+    assert rul.phm08_score([0.0], [0.0]) == 0.0
+    assert rul.phm08_score([-10.0, 10.0], [0.0, 0.0]) == pytest.approx(2.876387, abs=1e-6)
+
+
+def test_phm08_score_is_a_sum_and_late_costs_more() -> None:
+    one = rul.phm08_score([5.0], [0.0])
+    assert rul.phm08_score([5.0, 5.0], [0.0, 0.0]) == pytest.approx(2 * one)
+    assert rul.phm08_score([20.0], [10.0]) > rul.phm08_score([0.0], [10.0])
+
+
+def test_rmse() -> None:
+    assert rul.rmse([3.0, -3.0], [0.0, 0.0]) == pytest.approx(3.0)
+    assert rul.rmse([1.0, 2.0], [1.0, 2.0]) == 0.0
+    with pytest.raises(ValueError, match="no predictions"):
+        rul.rmse([], [])
+
+
+# -- SQL builders ---------------------------------------------------------------------------------------
+
+
+def test_quote_ident_escapes_quotes() -> None:
+    assert analysis.quote_ident("unit #") == '"unit #"'
+    assert analysis.quote_ident('a"b') == '"a""b"'
+    with pytest.raises(analysis.AnalysisError):
+        analysis.quote_ident("")
+
+
+def test_sensor_column_bounds() -> None:
+    assert analysis.sensor_column(4) == "sensor 4"
+    assert analysis.lag_column(4) == "sensor 4 (t - 1)"
+    for bad in (0, 22):
+        with pytest.raises(analysis.AnalysisError):
+            analysis.sensor_column(bad)
+
+
+def test_selfjoin_query_is_the_original_join() -> None:
+    sql = analysis.lag_selfjoin_query("enginehub_events", 4)
+    assert 'INNER JOIN "enginehub_events" b' in sql
+    assert 'b."cycle #" = (a."cycle #" - 1)' in sql
+    assert 'b."sensor 4" AS "sensor 4 (t - 1)"' in sql
+    assert 'WHERE a."unit #" = :unit' in sql
+
+
+def test_window_query_uses_lag_over_partition() -> None:
+    sql = analysis.lag_window_query("t", 7)
+    assert 'LAG("sensor 7") OVER (PARTITION BY "unit #" ORDER BY "cycle #") AS "sensor 7 (t - 1)"' in sql
+    assert "JOIN" not in sql
+    assert "DISTINCT" in analysis.lag_window_query("t", 7, dedup=True)
+
+
+def test_crate_schema_qualifies_the_table() -> None:
+    assert analysis.qualified_table("t", "crate://localhost:4200?schema=iot") == '"iot"."t"'
+    assert analysis.qualified_table("t", "crate://localhost:4200") == '"t"'
+    assert analysis.qualified_table("t", "sqlite:///x.db?schema=iot") == '"t"'
+
+
+def test_unsupported_url_is_refused() -> None:
+    with pytest.raises(analysis.AnalysisError, match="unsupported sink URL"):
+        analysis.make_engine("postgresql://localhost/x")
+
+
+def test_table_ddl_has_the_data_model_columns() -> None:
+    ddl = analysis.sqlite_table_ddl("enginehub_events")
+    for col in ("id TEXT PRIMARY KEY", "partition_context", "event_metadata", "ts", "payload"):
+        assert col in ddl
+    assert '"unit #" INTEGER' in ddl and '"cycle #" INTEGER' in ddl
+    assert '"setting 3" REAL' in ddl and '"sensor 21" REAL' in ddl
+
+
+# -- labels and windows ---------------------------------------------------------------------------------
+
+
+def test_rul_labels_piecewise_linear() -> None:
+    frame = frame_of({1: 130, 2: 3})
+    labels = analysis.rul_labels(frame, cap=125)
+    assert labels[0] == 125  # 129 capped
+    assert labels[129] == 0  # last cycle of unit 1
+    assert list(labels[130:]) == [2, 1, 0]
+    assert analysis.rul_labels(frame, cap=None)[0] == 129
+
+
+def test_windows_slide_per_unit_and_pad_short_units() -> None:
+    frame = frame_of({1: 5, 2: 2})
+    labels = analysis.rul_labels(frame)
+    wins = analysis.make_windows(frame, ["sensor 1", "sensor 2"], 3, labels=labels)
+    assert wins.x.shape == (3 + 1, 3, 2)
+    assert list(wins.units) == [1, 1, 1, 2]
+    assert list(wins.cycles) == [3, 4, 5, 2]
+    assert list(wins.y) == [2, 1, 0, 0]
+    # window ending at unit 1 cycle 4: cycles 2..4 of sensor 1
+    assert list(wins.x[1, :, 0]) == [1021.0, 1031.0, 1041.0]
+    # unit 2 has 2 cycles: padded by repeating its first row
+    assert list(wins.x[3, :, 1]) == [2012.0, 2012.0, 2022.0]
+    unpadded = analysis.make_windows(frame, ["sensor 1"], 3, pad=False)
+    assert list(unpadded.units) == [1, 1, 1]
+
+
+def test_last_only_windows_take_the_last_cycles() -> None:
+    frame = frame_of({1: 5, 2: 4})
+    wins = analysis.make_windows(frame, ["sensor 1"], 3, last_only=True)
+    assert list(wins.units) == [1, 2]
+    assert list(wins.cycles) == [5, 4]
+    assert list(wins.x[1, :, 0]) == [2021.0, 2031.0, 2041.0]
+    assert np.isnan(wins.y).all()
+
+
+def test_windows_refuse_mismatched_labels() -> None:
+    frame = frame_of({1: 5})
+    with pytest.raises(analysis.AnalysisError, match="labels"):
+        analysis.make_windows(frame, ["sensor 1"], 3, labels=np.zeros(4))
+
+
+# -- preprocessing and features -------------------------------------------------------------------------
+
+
+def test_operating_conditions_from_setting_1() -> None:
+    frame = pd.DataFrame({"setting 1": [0.0021, 9.998, 20.0041, 24.99, 35.003, 41.998, 42.0073]})
+    assert list(rul.operating_conditions(frame)) == [0, 1, 2, 3, 4, 5, 5]
+
+
+def test_normaliser_is_per_condition_and_guards_constant_columns() -> None:
+    a = frame_of({1: 6}, setting1=0.0)
+    b = frame_of({2: 6}, setting1=42.0)
+    frame = pd.concat([a, b], ignore_index=True)
+    frame["sensor 1"] = 518.67  # constant: std 0 must not divide by zero
+    norm = rul.Normaliser(("sensor 1", "sensor 2")).fit(frame)
+    out = norm.transform(frame)
+    for cond in (0, 1):
+        block = out.iloc[cond * 6 : cond * 6 + 6]
+        assert block["sensor 2"].mean() == pytest.approx(0.0, abs=1e-12)
+        assert block["sensor 2"].std(ddof=0) == pytest.approx(1.0)
+    assert (out["sensor 1"] == 0.0).all()
+    unseen = frame_of({3: 2}, setting1=20.0)
+    with pytest.raises(ValueError, match="not seen"):
+        norm.transform(unseen)
+
+
+def test_condition_history_counts_cycles_per_condition_per_unit() -> None:
+    frame = frame_of({1: 3, 2: 2})
+    frame.loc[1, "setting 1"] = 42.0
+    hist = rul.condition_history(frame)
+    assert hist.shape == (5, 6)
+    assert list(hist[2]) == [2, 0, 0, 0, 0, 1]
+    assert list(hist[4]) == [2, 0, 0, 0, 0, 0]  # unit 2 starts again from zero
+
+
+def test_window_features_slopes_and_last_values() -> None:
+    t = np.arange(30, dtype="float64")
+    x = np.stack([np.stack([2.0 * t + 5.0, np.full(30, 7.0)], axis=1)])  # (1, 30, 2)
+    feats = rul.window_features(x)
+    assert feats.shape == (1, 9 * 2)
+    last, slope_all = feats[0, 0:2], feats[0, 16:18]
+    assert list(last) == [63.0, 7.0]
+    assert slope_all == pytest.approx([2.0, 0.0])
+    assert feats[0, 14:16] == pytest.approx([2.0, 0.0])  # slope over the last 10 cycles
