@@ -12,6 +12,7 @@ partition with the segment files described in ``storage.py``.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import functools
 import json
 import logging
@@ -22,7 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from enginehub.harness.eventhubs.config import EmulatorConfig, HubConfig
-from enginehub.harness.eventhubs.storage import MemoryLog, StorageError, StoredEvent
+from enginehub.harness.eventhubs.storage import FileLog, MemoryLog, StorageError, StoredEvent
 
 LOG = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ class Partition:
         self,
         hub_name: str,
         partition_id: str,
-        log: MemoryLog,
+        log: MemoryLog | FileLog,
         clock: Callable[[], float],
         retention_ms: int | None = None,
     ) -> None:
@@ -295,8 +296,9 @@ class EventHubsStore:
         self._clock = clock
         self.hubs: dict[str, Hub] = {}
         self._by_lower: dict[str, Hub] = {}
+        self._lock_fd = -1
         if self.data_dir is not None:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = _lock_data_dir(self.data_dir)
         try:
             for hub_config in config.hubs:
                 hub = self._open_hub(hub_config)
@@ -318,11 +320,10 @@ class EventHubsStore:
             created_at_ms = _load_or_create_hub_meta(hub_dir, hc.name, created_at_ms)
         for i in range(hc.partition_count):
             pid = str(i)
+            log: MemoryLog | FileLog
             if hub_dir is None:
                 log = MemoryLog()
             else:
-                from enginehub.harness.eventhubs.storage import FileLog
-
                 log = FileLog(
                     hub_dir / pid,
                     segment_bytes=self.config.segment_bytes,
@@ -349,6 +350,33 @@ class EventHubsStore:
         for hub in self.hubs.values():
             for partition in hub.partitions.values():
                 partition.close()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = -1
+
+
+def _lock_data_dir(data_dir: Path) -> int:
+    """Take an exclusive lock on ``data_dir`` so two emulators never write the same logs.
+
+    The lock is an flock on ``<data_dir>/.lock``: the kernel drops it when the process dies, also on
+    ``kill -9``, so a crash never leaves a stale lock behind.
+    """
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(data_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise StorageError(f"{data_dir}: cannot use as a data dir: {exc}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise StorageError(
+            f"{data_dir} is in use by another emulator process (its .lock is held); "
+            "stop it or use another --data-dir"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
 
 
 def _load_or_create_hub_meta(hub_dir: Path, name: str, created_at_ms: int) -> int:

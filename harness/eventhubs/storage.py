@@ -26,6 +26,7 @@ bytes; payloads are read back from the files with ``os.pread``.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import struct
 import zlib
@@ -33,6 +34,7 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 LOG = logging.getLogger(__name__)
 
@@ -163,25 +165,37 @@ class _IndexedLog:
         return self.begin_seq + i
 
     def _encode_batch(
-        self, items: Sequence[tuple[bytes, str | None]], now_ms: int
-    ) -> tuple[list[StoredEvent], list[bytes]]:
-        """Frame a batch at the tail without changing state; returns (events, record bytes)."""
+        self, items: Sequence[tuple[bytes, str | None]], now_ms: int, encode: bool
+    ) -> tuple[list[StoredEvent], list[bytes], int]:
+        """Frame a batch at the tail without changing state: (events, record bytes, end offset).
+
+        Validates every item before anything is stored; with ``encode=False`` only sizes are computed.
+        """
         time_ms = now_ms if now_ms > self.last_time_ms else self.last_time_ms
         seq = self.next_seq
         offset = self.next_offset
         events: list[StoredEvent] = []
         records: list[bytes] = []
         last = len(items) - 1
-        for i, (payload, key) in enumerate(items):
-            if not isinstance(payload, bytes | bytearray | memoryview):
-                raise TypeError(f"payload must be bytes, not {type(payload).__name__}")
-            payload = bytes(payload)
-            rec = encode_record(seq, time_ms, _encode_key(key), payload, FLAG_BATCH_END if i == last else 0)
-            records.append(rec)
+        for i, item in enumerate(items):
+            payload, key = item
+            if type(payload) is not bytes:
+                if not isinstance(payload, bytes | bytearray | memoryview):
+                    raise TypeError(f"payload must be bytes, not {type(payload).__name__}")
+                payload = bytes(payload)
+            kb = _encode_key(key)
+            if encode:
+                rec = encode_record(seq, time_ms, kb, payload, FLAG_BATCH_END if i == last else 0)
+                records.append(rec)
+                size = len(rec)
+            else:
+                size = HEADER_SIZE + len(payload) + (len(kb) if kb is not None else 0)
+                if size - FRAME.size > MAX_BODY:
+                    raise StorageError(f"record of {size} bytes is larger than the log format allows")
             events.append(StoredEvent(seq, offset, time_ms, key, payload))
             seq += 1
-            offset += len(rec)
-        return events, records
+            offset += size
+        return events, records, offset
 
     def _commit_index(self, events: list[StoredEvent], end_offset: int) -> None:
         self._offsets.extend([e.offset for e in events])
@@ -205,10 +219,9 @@ class MemoryLog(_IndexedLog):
         self._events: list[StoredEvent] = []
 
     def append(self, items: Sequence[tuple[bytes, str | None]], now_ms: int) -> list[StoredEvent]:
-        events, records = self._encode_batch(items, now_ms)
+        events, _, end = self._encode_batch(items, now_ms, encode=False)
         if not events:
             return events
-        end = events[-1].offset + len(records[-1])
         self._events.extend(events)
         self._commit_index(events, end)
         return events
@@ -231,3 +244,296 @@ class MemoryLog(_IndexedLog):
 
     def close(self) -> None:
         pass
+
+
+class _Segment:
+    """One segment file: ``count`` records from ``base_seq``/``base_offset``, ``size`` bytes."""
+
+    __slots__ = ("base_offset", "base_seq", "count", "fd", "last_time_ms", "path", "size")
+
+    def __init__(self, path: Path, base_seq: int, base_offset: int, fd: int) -> None:
+        self.path = path
+        self.base_seq = base_seq
+        self.base_offset = base_offset
+        self.fd = fd
+        self.size = 0
+        self.count = 0
+        self.last_time_ms = 0
+
+    @property
+    def end_offset(self) -> int:
+        return self.base_offset + self.size
+
+
+def segment_name(base_seq: int, base_offset: int) -> str:
+    return f"{base_seq:020d}-{base_offset:020d}.log"
+
+
+class FileLog(_IndexedLog):
+    """A partition log in segment files under ``directory`` (see the module docstring).
+
+    Opening scans every segment: record framing and checksums are verified, sequence numbers must
+    be contiguous. A bad or incomplete tail of the newest segment (a crash mid-write) is truncated
+    to the last whole batch and logged; damage anywhere else raises StorageError (never served).
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        fsync: bool = False,
+        max_read_bytes: int = 4 * READ_CHUNK,
+    ) -> None:
+        super().__init__()
+        self.directory = Path(directory)
+        self.segment_bytes = segment_bytes
+        self.fsync = fsync
+        self.max_read_bytes = max_read_bytes
+        self._segments: list[_Segment] = []
+        self._seg_starts: list[int] = []  # base_offset of each segment, for bisect
+        self.truncated_bytes = 0  # bytes dropped from a torn tail on open
+        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- open / recovery ---------------------------------------------------------------------
+    def _open(self) -> None:
+        found: list[tuple[int, int, Path]] = []
+        for entry in self.directory.iterdir():
+            m = SEGMENT_RE.match(entry.name)
+            if m:
+                found.append((int(m.group(2)), int(m.group(1)), entry))
+            elif entry.name.endswith(".log"):
+                raise StorageError(f"{entry}: unexpected file name in a partition log directory")
+        found.sort()
+        if not found:
+            self._new_segment(0, 0)
+            return
+        for n, (base_offset, base_seq, path) in enumerate(found):
+            last = n == len(found) - 1
+            if n and (base_seq != self.next_seq or base_offset != self.next_offset):
+                raise StorageError(
+                    f"{path}: segment starts at seq {base_seq} offset {base_offset} but the previous one "
+                    f"ends at seq {self.next_seq} offset {self.next_offset} (a segment is missing or damaged)"
+                )
+            if n == 0:
+                self.begin_seq = self.next_seq = base_seq
+                self.next_offset = base_offset
+            fd = os.open(path, os.O_RDWR | os.O_APPEND)
+            seg = _Segment(path, base_seq, base_offset, fd)
+            self._segments.append(seg)
+            self._seg_starts.append(base_offset)
+            self._scan(seg, last)
+
+    def _scan(self, seg: _Segment, last: bool) -> None:
+        """Index the records of ``seg``; truncate a torn tail when it is the newest segment."""
+        with open(seg.path, "rb") as f:
+            data = f.read()
+        view = memoryview(data)
+        pos = 0
+        good = 0  # end of the last whole batch
+        seq = seg.base_seq
+        offsets: list[int] = []
+        times: list[int] = []
+        good_count = 0
+        good_time = 0
+        error = ""
+        size = len(data)
+        unpack_frame = FRAME.unpack_from
+        unpack_meta = META.unpack_from
+        crc32 = zlib.crc32
+        while pos < size:
+            if size - pos < HEADER_SIZE:
+                error = f"truncated header at byte {pos}"
+                break
+            body_len, crc = unpack_frame(data, pos)
+            start = pos + 8
+            end = start + body_len
+            if body_len < META.size or end > size:
+                error = f"truncated record at byte {pos}"
+                break
+            if crc32(view[start:end]) != crc:
+                error = f"checksum mismatch at byte {pos}"
+                break
+            rseq, time_ms, key_len, flags = unpack_meta(data, start)
+            if rseq != seq or key_len > body_len - META.size:
+                error = f"record at byte {pos} has sequence number {rseq}, expected {seq}"
+                break
+            offsets.append(seg.base_offset + pos)
+            times.append(time_ms)
+            seq += 1
+            pos = end
+            if flags & FLAG_BATCH_END:
+                good = pos
+                good_count = len(offsets)
+                good_time = time_ms
+        if pos == size and good != size and not error:
+            error = "the last batch is incomplete"
+        if error:
+            if not last:
+                raise StorageError(f"{seg.path}: {error}; the segment is sealed, refusing to serve it")
+            dropped = size - good
+            LOG.warning(
+                "%s: %s; truncating the torn tail (%d bytes, %d records) at byte %d",
+                seg.path,
+                error,
+                dropped,
+                len(offsets) - good_count,
+                good,
+            )
+            os.ftruncate(seg.fd, good)
+            self.truncated_bytes += dropped
+            del offsets[good_count:]
+            del times[good_count:]
+        seg.size = good if error else size
+        seg.count = len(offsets)
+        seg.last_time_ms = good_time if error else (times[-1] if times else 0)
+        self._offsets.extend(offsets)
+        self._times.extend(times)
+        self.next_seq = seg.base_seq + seg.count
+        self.next_offset = seg.end_offset
+
+    def _new_segment(self, base_seq: int, base_offset: int) -> _Segment:
+        path = self.directory / segment_name(base_seq, base_offset)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        seg = _Segment(path, base_seq, base_offset, fd)
+        self._segments.append(seg)
+        self._seg_starts.append(base_offset)
+        if self.fsync:
+            _fsync_dir(self.directory)
+        return seg
+
+    # -- data path ---------------------------------------------------------------------------
+    def append(self, items: Sequence[tuple[bytes, str | None]], now_ms: int) -> list[StoredEvent]:
+        events, records, end = self._encode_batch(items, now_ms, encode=True)
+        if not events:
+            return events
+        data = b"".join(records)
+        seg = self._segments[-1]
+        try:
+            written = os.write(seg.fd, data)
+            while written < len(data):
+                written += os.write(seg.fd, data[written:])
+            if self.fsync:
+                os.fsync(seg.fd)
+        except OSError as exc:
+            try:
+                os.ftruncate(seg.fd, seg.size)
+            except OSError:
+                LOG.exception("%s: cannot undo a failed append", seg.path)
+            raise StorageError(f"{seg.path}: append of {len(events)} events failed: {exc}") from exc
+        seg.size += len(data)
+        seg.count += len(events)
+        seg.last_time_ms = events[-1].enqueued_time_ms
+        self._commit_index(events, end)
+        if seg.size >= self.segment_bytes:
+            self._new_segment(self.next_seq, self.next_offset)
+        return events
+
+    def read(self, from_seq: int, max_count: int) -> list[StoredEvent]:
+        i = from_seq - self.begin_seq
+        if i < 0:
+            i = 0
+        n = len(self._offsets)
+        if max_count <= 0 or i >= n:
+            return []
+        j = min(n, i + max_count)
+        offsets = self._offsets
+        start = offsets[i]
+        stop = offsets[j] if j < n else self.next_offset
+        if stop - start > self.max_read_bytes:
+            # Keep one call's I/O bounded: stop at the last record that ends within the budget.
+            j = max(i + 1, bisect_right(offsets, start + self.max_read_bytes, i, j) - 1)
+            stop = offsets[j] if j < n else self.next_offset
+        out: list[StoredEvent] = []
+        k = bisect_right(self._seg_starts, start) - 1
+        seq = self.begin_seq + i
+        pos = start
+        while pos < stop:
+            seg = self._segments[k]
+            seg_stop = min(stop, seg.end_offset)
+            buf = os.pread(seg.fd, seg_stop - pos, pos - seg.base_offset)
+            if len(buf) != seg_stop - pos:
+                raise StorageError(f"{seg.path}: short read at offset {pos} (file changed underneath?)")
+            seq = self._parse(buf, pos, seq, out, seg)
+            pos = seg_stop
+            k += 1
+        return out
+
+    @staticmethod
+    def _parse(buf: bytes, base: int, seq: int, out: list[StoredEvent], seg: _Segment) -> int:
+        p = 0
+        size = len(buf)
+        unpack_frame = FRAME.unpack_from
+        unpack_meta = META.unpack_from
+        crc32 = zlib.crc32
+        view = memoryview(buf)
+        while p < size:
+            body_len, crc = unpack_frame(buf, p)
+            start = p + 8
+            end = start + body_len
+            rseq, time_ms, key_len, _ = unpack_meta(buf, start)
+            if rseq != seq or end > size or crc32(view[start:end]) != crc:
+                raise StorageError(
+                    f"{seg.path}: record at offset {base + p} is damaged; refusing to serve it"
+                )
+            kstart = start + 21
+            if key_len < 0:
+                key = None
+                pstart = kstart
+            else:
+                pstart = kstart + key_len
+                key = buf[kstart:pstart].decode("utf-8")
+            out.append(StoredEvent(seq, base + p, time_ms, key, buf[pstart:end]))
+            seq += 1
+            p = end
+        return seq
+
+    def trim_before(self, cutoff_ms: int) -> int:
+        """Delete whole segments whose newest event is older than ``cutoff_ms``; returns events dropped."""
+        dropped = 0
+        while self._segments:
+            seg = self._segments[0]
+            if seg.count == 0:
+                if len(self._segments) == 1:
+                    break
+                # An empty leading segment (left by an earlier full expiry) is followed by data.
+            elif seg.last_time_ms >= cutoff_ms:
+                break
+            elif len(self._segments) == 1:
+                # Everything expired: start an empty segment that remembers where the next record goes.
+                self._new_segment(self.next_seq, self.next_offset)
+            self._segments.pop(0)
+            self._seg_starts.pop(0)
+            os.close(seg.fd)
+            seg.fd = -1
+            seg.path.unlink(missing_ok=True)
+            if seg.count:
+                self._drop_index_prefix(seg.count)
+                dropped += seg.count
+                LOG.debug("%s: retention deleted %d events", seg.path, seg.count)
+        return dropped
+
+    def close(self) -> None:
+        for seg in self._segments:
+            if seg.fd >= 0:
+                try:
+                    os.close(seg.fd)
+                except OSError:
+                    pass
+                seg.fd = -1
+
+    @property
+    def segment_count(self) -> int:
+        return len(self._segments)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

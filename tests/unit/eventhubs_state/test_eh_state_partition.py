@@ -20,7 +20,7 @@ class FakeClock:
         return self.now
 
 
-BACKENDS = ["memory"]
+BACKENDS = ["memory", "file"]
 
 
 @pytest.fixture(params=BACKENDS)
