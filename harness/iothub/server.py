@@ -1,0 +1,740 @@
+"""The IoT Hub device endpoint: an asyncio MQTT 3.1.1 server over TLS, and the ``IotHubEmulator`` lifecycle.
+
+Telemetry is handed to an injected :class:`TelemetryRouter`; the PUBACK is written only after
+``route()`` returns (the append is durable), so delivery is at-least-once as on the real hub.
+
+Supported: CONNECT with SAS (registry primary/secondary keys, group-key derived keys, ``iothubowner`` /
+``device`` policy tokens), one connection per device id (a new one closes the old), keepalive enforced at
+1.5x, telemetry PUBLISH QoS 0/1 with property bags, twin GET / reported PATCH, desired-property pushes,
+SUBSCRIBE to the IoT Hub filters (granted QoS <= 1, at most 5 per device), a Will on the telemetry topic,
+token expiry enforcement, fault injection (:class:`~enginehub.harness.iothub.state.Faults`).
+
+Not supported (LIMITATIONS): modules (client id ``device/module`` gets CONNACK 2), X.509 device auth,
+MQTT over WebSockets (port 443), cloud-to-device messages and direct methods (subscriptions are accepted
+but nothing is ever sent; a method response PUBLISH closes the connection in strict mode), the service
+REST API (use the admin API instead), message routing to endpoints other than the built-in one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from enginehub.harness.iothub import auth, codec, topics
+from enginehub.harness.iothub.certs import ServerCerts, load_or_mint
+from enginehub.harness.iothub.errors import (
+    CODEC_ERRORS,
+    BadUsernameOrPassword,
+    ConnectRefused,
+    IdentifierRejected,
+    NotAuthorized,
+    ProtocolViolation,
+    ServerUnavailable,
+    TopicError,
+    UnacceptableProtocolVersion,
+    UnsupportedTopicError,
+)
+from enginehub.harness.iothub.state import (
+    AUTH_METHOD_SAS,
+    MAX_MESSAGE_BYTES,
+    Device,
+    Faults,
+    HubMetrics,
+    Registry,
+    TokenBucket,
+)
+
+LOG = logging.getLogger(__name__)
+
+DEFAULT_HOSTNAME = "enginehub-local.azure-devices.net"
+IOTHUB_PORT = 8883  # fixed by azure-iot-device
+MAX_SUBSCRIPTIONS = 5
+MAX_PACKET_SIZE = codec.DEFAULT_MAX_PACKET_SIZE
+
+
+@dataclass(slots=True)
+class Telemetry:
+    """One device-to-cloud message as the built-in endpoint must present it."""
+
+    device_id: str
+    body: bytes
+    properties: dict[str, str]  # AMQP properties section: message-id, correlation-id, content-type, ...
+    application_properties: dict[str, str | None]
+    annotations: dict[str, Any]  # iothub-* stamps (message annotations); iothub-enqueuedtime is int ms
+    enqueued_time_ms: int
+    dup: bool = False
+    module_id: str | None = None
+
+
+class TelemetryRouter(Protocol):
+    """Where telemetry goes; ``route`` returns only once the message is durably appended."""
+
+    async def route(self, telemetry: Telemetry) -> None: ...
+
+
+class MemoryRouter:
+    """In-memory router for tests and for running the hub alone."""
+
+    def __init__(self) -> None:
+        self.messages: list[Telemetry] = []
+        self._changed = asyncio.Event()
+        self.fail_with: Exception | None = None
+
+    async def route(self, telemetry: Telemetry) -> None:
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.messages.append(telemetry)
+        self._changed.set()
+
+    async def wait_for(self, count: int, timeout: float = 10.0) -> list[Telemetry]:
+        async def _wait() -> None:
+            while len(self.messages) < count:
+                self._changed.clear()
+                await self._changed.wait()
+
+        try:
+            await asyncio.wait_for(_wait(), timeout)
+        except TimeoutError:
+            raise TimeoutError(f"expected {count} messages, got {len(self.messages)}") from None
+        return self.messages
+
+
+class LifecycleState(enum.Enum):
+    NEW = "new"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+@dataclass
+class _Session:
+    subscriptions: dict[str, int] = field(default_factory=dict)
+
+
+class IotHubEmulator:
+    """One local IoT Hub: the TLS MQTT device endpoint bound to ``host:port`` (port 8883 for the SDK).
+
+    Use several instances on 127.0.0.2, 127.0.0.3, ... side by side; devices reach each through
+    ``GatewayHostName=<host>`` while ``HostName`` stays the logical ``hostname``.
+    """
+
+    def __init__(
+        self,
+        router: TelemetryRouter,
+        *,
+        hostname: str = DEFAULT_HOSTNAME,
+        host: str = "127.0.0.1",
+        port: int = IOTHUB_PORT,
+        registry: Registry | None = None,
+        certs: ServerCerts | None = None,
+        data_dir: str | Path | None = None,
+        faults: Faults | None = None,
+        clock: Callable[[], float] = time.time,
+        strict: bool = True,
+        connect_timeout: float = 30.0,
+    ) -> None:
+        self.router = router
+        self.hostname = hostname
+        self.host = host
+        self.port = port
+        self.data_dir = Path(data_dir) if data_dir is not None else None
+        if registry is None and self.data_dir is not None:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            registry = Registry.load_or_create(self.data_dir / "iothub-registry.json", hostname)
+            path = self.data_dir / "iothub-registry.json"
+            registry.on_change = lambda: registry.save(path)
+        self.registry = registry or Registry(hostname)
+        self.faults = faults or Faults()
+        self.metrics = HubMetrics()
+        self.clock = clock
+        self.strict = strict
+        self.connect_timeout = connect_timeout
+        self.certs = certs
+        self.state = LifecycleState.NEW
+        self.ready = asyncio.Event()
+        self._server: asyncio.AbstractServer | None = None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._conns: set[_Connection] = set()
+        self._by_device: dict[str, _Connection] = {}
+        self._sessions: dict[str, _Session] = {}
+        self._bucket: TokenBucket | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> IotHubEmulator:
+        if self.state is not LifecycleState.NEW:
+            raise RuntimeError(f"cannot start an emulator in state {self.state.value}")
+        self.state = LifecycleState.STARTING
+        if self.certs is None or self.certs.cert_path is None:
+            if self.data_dir is not None:
+                cert_dir = self.data_dir / "iothub-certs"
+            else:
+                self._tmp = tempfile.TemporaryDirectory(prefix="enginehub-iothub-")
+                cert_dir = Path(self._tmp.name)
+            if self.certs is not None:
+                self.certs = self.certs.write(cert_dir)
+            else:
+                self.certs = await asyncio.to_thread(
+                    load_or_mint, cert_dir, [self.hostname, "localhost"], sorted({self.host, "127.0.0.1"})
+                )
+        ctx = self.certs.server_context()
+        try:
+            self._server = await asyncio.start_server(
+                self._handle, self.host, self.port, ssl=ctx, backlog=4096, ssl_handshake_timeout=15
+            )
+        except OSError:
+            self.state = LifecycleState.STOPPED
+            raise
+        self.port = self._server.sockets[0].getsockname()[1]
+        self.state = LifecycleState.RUNNING
+        self.ready.set()
+        LOG.info("IoT Hub %s listening on %s:%d (TLS)", self.hostname, self.host, self.port)
+        return self
+
+    async def wait_is_up(self, timeout: float = 10.0) -> None:
+        await asyncio.wait_for(self.ready.wait(), timeout)
+
+    async def stop(self) -> None:
+        if self.state in (LifecycleState.STOPPING, LifecycleState.STOPPED):
+            return
+        self.state = LifecycleState.STOPPING
+        if self._server is not None:
+            self._server.close()
+        conns = list(self._conns)
+        for conn in conns:
+            conn.close("hub stopping", abort=True)
+        tasks = [c.task for c in conns if c.task is not None and not c.task.done()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+        if self._server is not None:
+            try:
+                await asyncio.wait_for(self._server.wait_closed(), 5)
+            except TimeoutError:
+                LOG.warning("IoT Hub server did not close within 5 s")
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+        self.state = LifecycleState.STOPPED
+        LOG.info("IoT Hub %s stopped", self.hostname)
+
+    async def __aenter__(self) -> IotHubEmulator:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # --- information -----------------------------------------------------------------------------
+
+    @property
+    def gateway_host(self) -> str:
+        return self.host
+
+    @property
+    def ca_pem(self) -> str:
+        if self.certs is None:
+            raise RuntimeError("start() the emulator first")
+        return self.certs.ca_pem.decode("ascii")
+
+    @property
+    def ca_cert_path(self) -> Path:
+        if self.certs is None or self.certs.ca_path is None:
+            raise RuntimeError("start() the emulator first")
+        return self.certs.ca_path
+
+    @property
+    def connection_string(self) -> str:
+        """Service-side owner connection string."""
+        key = self.registry.policies["iothubowner"]
+        return f"HostName={self.hostname};SharedAccessKeyName=iothubowner;SharedAccessKey={key}"
+
+    def device_connection_string(self, device_id: str, *, create: bool = True) -> str:
+        """A device connection string (with ``GatewayHostName``); registers the device if needed."""
+        dev = self.registry.devices.get(device_id)
+        if dev is None or dev.primary_key is None:
+            if not create:
+                key = self.registry.derived_key(device_id)
+                return auth.device_connection_string(self.hostname, device_id, key, self.gateway_host)
+            dev = self.registry.create(device_id)
+        assert dev.primary_key is not None
+        return auth.device_connection_string(self.hostname, device_id, dev.primary_key, self.gateway_host)
+
+    def connected_devices(self) -> list[str]:
+        return sorted(self._by_device)
+
+    # --- control ---------------------------------------------------------------------------------
+
+    def disconnect_all(self) -> int:
+        """Close every device connection at once (restart storm); returns how many."""
+        conns = list(self._conns)
+        for conn in conns:
+            conn.close("disconnect all (fault)", abort=True)
+        return len(conns)
+
+    def disconnect(self, device_id: str) -> bool:
+        conn = self._by_device.get(device_id)
+        if conn is None:
+            return False
+        conn.close("disconnected by the admin API", abort=True)
+        return True
+
+    def push_desired(self, device_id: str, patch: dict[str, Any]) -> int:
+        """Apply a desired-properties patch to the twin and push it to the device if connected."""
+        dev = self.registry.get(device_id)
+        version = dev.twin.patch_desired(patch)
+        if self.registry.on_change is not None:
+            self.registry.on_change()
+        conn = self._by_device.get(device_id)
+        if conn is not None:
+            body = json.dumps({**patch, "$version": version}, separators=(",", ":")).encode()
+            conn.send_to_device(topics.twin_desired_topic(version), body)
+        return version
+
+    def reset(self) -> None:
+        """Reset faults and metrics (registry kept)."""
+        self.faults.reset()
+        self.metrics = HubMetrics()
+        self._bucket = None
+
+    # --- internals used by connections ----------------------------------------------------------
+
+    def _throttle_delay(self) -> float:
+        rate = self.faults.throttle_per_s
+        if not rate:
+            self._bucket = None
+            return 0.0
+        if self._bucket is None or self._bucket.rate != rate:
+            self._bucket = TokenBucket(rate, burst=1.0)
+        return self._bucket.reserve()
+
+    def _register(self, conn: _Connection) -> None:
+        old = self._by_device.get(conn.device_id)
+        if old is not None and old is not conn:
+            self.metrics.takeovers += 1
+            self.metrics.device(conn.device_id).takeovers += 1
+            LOG.info("device %s connected again: closing the older connection", conn.device_id)
+            old.close("ConnectionForcefullyClosedOnNewConnection", abort=True)
+        self._by_device[conn.device_id] = conn
+
+    def _unregister(self, conn: _Connection) -> None:
+        if conn.device_id and self._by_device.get(conn.device_id) is conn:
+            del self._by_device[conn.device_id]
+            if conn.device is not None:
+                conn.device.connection_state = "Disconnected"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = _Connection(self, reader, writer)
+        conn.task = asyncio.current_task()
+        self._conns.add(conn)
+        self.metrics.connections = len(self._conns)
+        try:
+            await conn.run()
+        except Exception:  # a bug: never take the server down
+            LOG.exception("connection handler failed for %s", conn.peer)
+        finally:
+            conn.close("handler finished", abort=True)
+            self._conns.discard(conn)
+            self._unregister(conn)
+            self.metrics.connections = len(self._conns)
+
+
+class _Connection:
+    __slots__ = (
+        "hub",
+        "reader",
+        "writer",
+        "peer",
+        "task",
+        "device_id",
+        "device",
+        "token",
+        "model_id",
+        "session",
+        "closed",
+        "clean_disconnect",
+        "will",
+        "last_rx",
+        "_timers",
+        "_keepalive_s",
+    )
+
+    def __init__(
+        self, hub: IotHubEmulator, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.hub = hub
+        self.reader = reader
+        self.writer = writer
+        self.peer = writer.get_extra_info("peername")
+        self.task: asyncio.Task[Any] | None = None
+        self.device_id = ""
+        self.device: Device | None = None
+        self.token: auth.SasToken | None = None
+        self.model_id: str | None = None
+        self.session: _Session | None = None
+        self.closed = False
+        self.clean_disconnect = False
+        self.will: codec.Connect | None = None
+        self.last_rx = 0.0
+        self._timers: list[asyncio.TimerHandle] = []
+        self._keepalive_s = 0.0
+
+    # --- I/O -------------------------------------------------------------------------------------
+
+    async def _read(self) -> codec.Packet:
+        hdr = await self.reader.readexactly(2)
+        while (parsed := codec.parse_fixed_header(hdr, MAX_PACKET_SIZE)) is None:
+            hdr += await self.reader.readexactly(1)
+        first, length, _ = parsed
+        body = await self.reader.readexactly(length) if length else b""
+        return codec.decode_body(first, body)
+
+    def _write(self, data: bytes) -> None:
+        if not self.closed:
+            self.writer.write(data)
+
+    def send_to_device(self, topic: str, payload: bytes) -> bool:
+        """QoS 0 server->device PUBLISH, only if the device subscribed to a matching filter."""
+        if self.session is None or not any(
+            topics.topic_matches(f, topic) for f in self.session.subscriptions
+        ):
+            LOG.warning("device %s is not subscribed to %s; message not delivered", self.device_id, topic)
+            return False
+        self._write(codec.encode(codec.Publish(topic, payload)))
+        return True
+
+    def close(self, reason: str, *, abort: bool = False) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for t in self._timers:
+            t.cancel()
+        self._timers.clear()
+        LOG.debug("closing connection of %s (%s): %s", self.device_id or "?", self.peer, reason)
+        if abort:
+            self.writer.transport.abort()
+        else:
+            self.writer.close()
+
+    # --- session ---------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        hub = self.hub
+        try:
+            first = await asyncio.wait_for(self._read(), hub.connect_timeout)
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, OSError):
+            return
+        except CODEC_ERRORS as exc:
+            hub.metrics.protocol_errors += 1
+            LOG.info("malformed first packet from %s: %s", self.peer, exc)
+            return
+        if not isinstance(first, codec.Connect):
+            hub.metrics.protocol_errors += 1
+            LOG.info("first packet from %s is %s, not CONNECT", self.peer, type(first).__name__)
+            return
+        try:
+            self._on_connect(first)
+        except ConnectRefused as exc:
+            LOG.info(
+                "CONNECT refused for %r from %s: CONNACK %d (%s)", first.client_id, self.peer, exc.code, exc
+            )
+            self._write(codec.encode(codec.Connack(exc.code)))
+            try:
+                await asyncio.wait_for(self.writer.drain(), 2)
+            except (TimeoutError, ConnectionError, OSError):
+                pass
+            self.close("connect refused")
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            while not self.closed:
+                pkt = await self._read()
+                self.last_rx = loop.time()
+                if isinstance(pkt, codec.Publish):
+                    await self._on_publish(pkt)
+                elif isinstance(pkt, codec.Pingreq):
+                    self._write(codec.PINGRESP_BYTES)
+                elif isinstance(pkt, codec.Subscribe):
+                    self._on_subscribe(pkt)
+                elif isinstance(pkt, codec.Unsubscribe):
+                    assert self.session is not None
+                    for f in pkt.topics:
+                        self.session.subscriptions.pop(f, None)
+                    self._write(codec.encode(codec.Unsuback(pkt.packet_id)))
+                elif isinstance(pkt, codec.Puback):
+                    pass  # the hub sends QoS 0 only; tolerate acks
+                elif isinstance(pkt, codec.Disconnect):
+                    self.clean_disconnect = True
+                    self.close("client DISCONNECT")
+                else:
+                    raise ProtocolViolation(f"unexpected {type(pkt).__name__} from a device")
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            pass
+        except CODEC_ERRORS as exc:
+            hub.metrics.protocol_errors += 1
+            LOG.info("malformed packet from %s (%s): %s; closing", self.device_id, self.peer, exc)
+        except (ProtocolViolation, TopicError) as exc:
+            hub.metrics.protocol_errors += 1
+            LOG.warning("device %s broke a hub rule: %s; closing", self.device_id, exc)
+        finally:
+            self.close("connection ended", abort=True)
+            if not self.clean_disconnect and self.will is not None and hub.state is LifecycleState.RUNNING:
+                await self._send_will()
+
+    def _on_connect(self, pkt: codec.Connect) -> None:
+        hub = self.hub
+        faults = hub.faults
+        if faults.refuse_connect is not None:
+            code = faults.refuse_connect
+            if faults.refuse_connect_count is not None:
+                faults.refuse_connect_count -= 1
+                if faults.refuse_connect_count <= 0:
+                    faults.refuse_connect = faults.refuse_connect_count = None
+            hub.metrics.refused_connects += 1
+            raise ConnectRefused("refused by fault injection", code)
+        if hub.state is not LifecycleState.RUNNING:
+            raise ServerUnavailable("hub stopping")
+        if pkt.protocol_level != 4:
+            raise UnacceptableProtocolVersion(
+                f"MQTT protocol level {pkt.protocol_level}; IoT Hub speaks 3.1.1 (4)"
+            )
+        if pkt.username is None or pkt.password is None:
+            raise BadUsernameOrPassword("username and SAS password are required")
+        try:
+            username = topics.parse_username(pkt.username)
+        except TopicError as exc:
+            raise BadUsernameOrPassword(str(exc)) from None
+        if "/" in pkt.client_id:
+            raise IdentifierRejected(
+                f"module identities are not supported by the emulator ({pkt.client_id!r})"
+            )
+        if username.client_id != pkt.client_id:
+            raise BadUsernameOrPassword(
+                f"username device {username.client_id!r} != client id {pkt.client_id!r}"
+            )
+        if username.hostname.lower() != hub.hostname.lower():
+            raise NotAuthorized(f"username hub {username.hostname!r} is not {hub.hostname!r}")
+        try:
+            password = pkt.password.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadUsernameOrPassword("password is not UTF-8") from None
+        now = hub.clock()
+        metrics = hub.metrics.device(pkt.client_id)
+        try:
+            device, token = hub.registry.authenticate(pkt.client_id, password, now)
+        except NotAuthorized:
+            hub.metrics.auth_failures += 1
+            metrics.auth_failures += 1
+            raise
+        self.device_id = pkt.client_id
+        self.device = device
+        self.token = token
+        self.model_id = username.model_id
+        if pkt.will_topic is not None:
+            self.will = pkt
+        hub._register(self)
+        if pkt.clean_session:
+            hub._sessions.pop(self.device_id, None)
+        session_present = self.device_id in hub._sessions
+        self.session = hub._sessions.setdefault(self.device_id, _Session())
+        device.connection_state = "Connected"
+        device.last_activity_time = now
+        hub.metrics.connects += 1
+        metrics.connects += 1
+        self._write(codec.encode(codec.Connack(0, session_present)))
+        loop = asyncio.get_running_loop()
+        self.last_rx = loop.time()
+        if pkt.keepalive:
+            self._keepalive_s = 1.5 * pkt.keepalive
+            self._timers.append(loop.call_later(self._keepalive_s, self._check_keepalive))
+        self._timers.append(loop.call_later(max(0.0, token.se - now), self._token_expired))
+
+    def _check_keepalive(self) -> None:
+        if self.closed:
+            return
+        loop = asyncio.get_running_loop()
+        idle = loop.time() - self.last_rx
+        if idle >= self._keepalive_s:
+            self.hub.metrics.keepalive_closes += 1
+            LOG.info("device %s silent for %.1f s (1.5 x keepalive): closing", self.device_id, idle)
+            self.close("keepalive timeout", abort=True)
+        else:
+            self._timers.append(loop.call_later(self._keepalive_s - idle, self._check_keepalive))
+
+    def _token_expired(self) -> None:
+        if self.closed:
+            return
+        if not self.hub.faults.enforce_token_expiry:
+            # re-check later in case enforcement is switched on
+            self._timers.append(asyncio.get_running_loop().call_later(1.0, self._token_expired))
+            return
+        self.hub.metrics.expired_closes += 1
+        LOG.info("SAS token of device %s expired: closing", self.device_id)
+        self.close("token expired", abort=True)
+
+    def _on_subscribe(self, pkt: codec.Subscribe) -> None:
+        assert self.session is not None
+        subs = self.session.subscriptions
+        codes = []
+        for filt, qos in pkt.topics:
+            if topics.allowed_subscription(filt, self.device_id) and (
+                filt in subs or len(subs) < MAX_SUBSCRIPTIONS
+            ):
+                granted = min(qos, 1)
+                subs[filt] = granted
+                codes.append(granted)
+            else:
+                LOG.warning("device %s: subscription to %r refused", self.device_id, filt)
+                codes.append(codec.SUBACK_FAILURE)
+        self._write(codec.encode(codec.Suback(pkt.packet_id, tuple(codes))))
+
+    async def _on_publish(self, pkt: codec.Publish) -> None:
+        if pkt.qos == 2:
+            raise ProtocolViolation("QoS 2 PUBLISH (IoT Hub closes the connection)")
+        topic = pkt.topic
+        if topic.startswith("devices/"):
+            await self._on_telemetry(pkt)
+        elif topic.startswith("$iothub/twin/"):
+            self._on_twin(pkt)
+        else:
+            try:
+                topics.parse_twin_request(topic)  # raises the precise error
+            except UnsupportedTopicError:
+                if self.hub.strict:
+                    raise
+                LOG.warning(
+                    "device %s published to unsupported %r; acknowledged and dropped", self.device_id, topic
+                )
+                if pkt.packet_id is not None:
+                    self._write(codec.encode_puback(pkt.packet_id))
+
+    def _build_telemetry(
+        self, pkt: codec.Publish, tt: topics.TelemetryTopic, extra_app: dict[str, str] | None = None
+    ) -> Telemetry:
+        split = topics.split_properties(tt.properties)
+        app = split.application
+        if pkt.retain:
+            app["mqtt-retain"] = "true"
+        if extra_app:
+            app.update(extra_app)
+        size = len(pkt.payload)
+        for v in split.system.values():
+            size += len(v)
+        for k, av in app.items():
+            size += len(k) + (len(av) if av else 0)
+        if size > MAX_MESSAGE_BYTES:
+            raise ProtocolViolation(f"message of {size} bytes exceeds the hub's {MAX_MESSAGE_BYTES}")
+        assert self.device is not None
+        now_ms = int(self.hub.clock() * 1000)
+        ann: dict[str, Any] = {
+            "iothub-connection-device-id": self.device_id,
+            "iothub-connection-auth-method": AUTH_METHOD_SAS,
+            "iothub-connection-auth-generation-id": self.device.generation_id,
+            "iothub-enqueuedtime": now_ms,
+            "iothub-message-source": "Telemetry",
+        }
+        if self.model_id:
+            ann["dt-dataschema"] = self.model_id
+        ann.update(split.annotations)
+        return Telemetry(self.device_id, pkt.payload, split.system, app, ann, now_ms, pkt.dup)
+
+    async def _on_telemetry(self, pkt: codec.Publish) -> None:
+        hub = self.hub
+        tt = topics.parse_telemetry_topic(pkt.topic)
+        if tt.device_id != self.device_id or tt.module_id is not None:
+            raise ProtocolViolation(f"publish to {pkt.topic[:100]!r} by device {self.device_id!r}")
+        telemetry = self._build_telemetry(pkt, tt)
+        delay = hub._throttle_delay()
+        if delay > 0:
+            hub.metrics.throttled += 1
+            await asyncio.sleep(delay)
+        started = time.perf_counter()
+        try:
+            await hub.router.route(telemetry)
+        except Exception as exc:
+            # nothing is lost: no PUBACK, so the device re-sends after reconnecting
+            LOG.error(
+                "routing telemetry of %s failed (%s: %s); closing without PUBACK",
+                self.device_id,
+                type(exc).__name__,
+                exc,
+            )
+            self.close("route failed", abort=True)
+            return
+        m = hub.metrics
+        dm = m.device(self.device_id)
+        m.messages += 1
+        dm.messages += 1
+        n = len(pkt.payload)
+        m.bytes += n
+        dm.bytes += n
+        if pkt.dup:
+            m.dup += 1
+            dm.dup += 1
+        if self.device is not None:
+            self.device.last_activity_time = telemetry.enqueued_time_ms / 1000
+        faults = hub.faults
+        if faults.close_after_publishes is not None:
+            faults.close_after_publishes -= 1
+            if faults.close_after_publishes <= 0:
+                faults.close_after_publishes = None
+                m.fault_closes += 1
+                LOG.info("fault: closing %s after the append, before the PUBACK", self.device_id)
+                self.close("close after N publishes (fault)", abort=True)
+                return
+        if pkt.packet_id is None:
+            return
+        if faults.drop_pubacks > 0:
+            faults.drop_pubacks -= 1
+            m.dropped_pubacks += 1
+            return
+        if faults.puback_delay_s:
+            await asyncio.sleep(faults.puback_delay_s)
+        self._write(codec.encode_puback(pkt.packet_id))
+        dm.puback_latency_s_total += time.perf_counter() - started
+
+    def _on_twin(self, pkt: codec.Publish) -> None:
+        req = topics.parse_twin_request(pkt.topic)
+        assert self.device is not None
+        self.hub.metrics.twin_requests += 1
+        if pkt.packet_id is not None:
+            self._write(codec.encode_puback(pkt.packet_id))
+        twin = self.device.twin
+        if req.kind == "GET":
+            body = json.dumps(twin.document(), separators=(",", ":")).encode()
+            self.send_to_device(topics.twin_response_topic(200, req.rid), body)
+            return
+        try:
+            patch = json.loads(pkt.payload or b"null")
+        except ValueError:
+            patch = None
+        if not isinstance(patch, dict):
+            LOG.warning("device %s: reported patch is not a JSON object", self.device_id)
+            self.send_to_device(topics.twin_response_topic(400, req.rid), b"")
+            return
+        version = twin.patch_reported(patch)
+        if self.hub.registry.on_change is not None:
+            self.hub.registry.on_change()
+        self.send_to_device(topics.twin_response_topic(204, req.rid, version), b"")
+
+    async def _send_will(self) -> None:
+        will = self.will
+        assert will is not None and will.will_topic is not None
+        try:
+            tt = topics.parse_telemetry_topic(will.will_topic)
+            if tt.device_id != self.device_id:
+                return
+            pkt = codec.Publish(will.will_topic, will.will_message or b"", will.will_qos, None)
+            telemetry = self._build_telemetry(pkt, tt, {"iothub-MessageType": "Will"})
+            await self.hub.router.route(telemetry)
+        except (TopicError, ProtocolViolation) as exc:
+            LOG.info("will of %s not forwarded: %s", self.device_id, exc)
+        except Exception as exc:
+            LOG.error("routing the will of %s failed: %s", self.device_id, exc)
