@@ -1,0 +1,374 @@
+"""CrateDB sink over HTTP ``_sql`` with ``bulk_args`` (the ``crate`` client).
+
+What it fixes relative to the 2018 ingest rule (see docs/cratedb.md):
+- one bulk request per table per batch (``cursor.executemany`` -> ``bulk_args``), never one per event;
+- ``INSERT ... ON CONFLICT DO NOTHING`` on the identity key, so redelivery is idempotent;
+- **every per-row result is inspected**: ``rowcount`` 1 = inserted, 0 = already there, -2 = failed.
+  The client's aggregate ``cursor.rowcount`` silently leaves the -2 rows out, so it is never used.
+  Failed rows are reported as retryable (unavailable shard, overload, no error detail) or permanent
+  (type/parse errors), and the consumer retries or dead-letters them; they are never counted as written;
+- start-up retries the connection until ``connect_timeout``; a connection error later drops the
+  connection and the next write reconnects (the client would otherwise park the server for 30 s);
+- a missing table (dropped while running) is recreated on the next attempt instead of losing events;
+- DDL: ``TIMESTAMP WITH TIME ZONE``, OBJECT columns, typed columns GENERATED from ``payload`` for
+  seed-format tables like the original (plain columns filled on insert for other formats).
+
+Requires CrateDB >= 5.10.11 (fix for ON CONFLICT with bulk requests).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from enginehub.ingest.model import (
+    DEAD_LETTER_TABLE,
+    DEFAULT_TABLE,
+    INTEGER_COLUMNS,
+    TYPED_COLUMNS,
+    DeadLetter,
+    Row,
+    RowFailure,
+    SinkUnavailableError,
+    WriteResult,
+)
+from enginehub.ingest.payloads import JSON_FIELDS
+from enginehub.ingest.sinks.base import TableSpec, check_identifier
+
+LOG = logging.getLogger(__name__)
+
+#: Substrings of CrateDB per-row error messages that mean "try again later" (not the row's fault).
+RETRYABLE_MARKERS = (
+    "UnavailableShardsException",
+    "ShardNotFoundException",
+    "CircuitBreakingException",
+    "EsRejectedExecutionException",
+    "RejectedExecutionException",
+    "NodeDisconnectedException",
+    "NodeNotConnectedException",
+    "NoShardAvailableActionException",
+    "ClusterBlockException",
+    "TimeoutException",
+    "timed out",
+    "ConnectTransportException",
+    "Primary shard is not active",
+)
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _typed_type(col: str) -> str:
+    return "INTEGER" if col in INTEGER_COLUMNS else "DOUBLE PRECISION"
+
+
+GENERATED_FORMATS = ("seed", "auto")
+
+
+def generated_expression(col_index: int, col: str, payload_format: str = "seed") -> str:
+    """The seed line is space separated (C-MAPSS has runs of spaces and a trailing one): normalise the
+    whitespace, split, take field ``col_index`` (1-based in CrateDB arrays) and cast. ``auto`` tables take
+    the JSON field (``payload::OBJECT``) when the payload starts with ``{``."""
+    fields = "string_to_array(regexp_replace(trim(payload), '\\s+', ' ', 'g'), ' ')"
+    seed = f"CAST({fields}[{col_index}] AS {_typed_type(col)})"
+    if payload_format == "seed":
+        return seed
+    key = JSON_FIELDS[col_index - 1]
+    json_value = f"CAST(CAST(payload AS OBJECT)['{key}'] AS {_typed_type(col)})"
+    return f"CASE WHEN ltrim(payload) LIKE '{{%' THEN {json_value} ELSE {seed} END"
+
+
+EVENT_METADATA_TYPE = (
+    'OBJECT(DYNAMIC) AS (sequence_number BIGINT, "offset" TEXT, enqueued_time TIMESTAMP WITH TIME ZONE, '
+    "device_id TEXT, message_id TEXT, partition_key TEXT, content_type TEXT, "
+    "system_properties OBJECT(IGNORED), properties OBJECT(IGNORED))"
+)
+PARTITION_CONTEXT_TYPE = "OBJECT(DYNAMIC) AS (eventhub TEXT, consumer_group TEXT, partition_id TEXT)"
+
+
+def table_ddl(schema: str, spec: TableSpec) -> str:
+    """CREATE TABLE IF NOT EXISTS for a target table (pure; unit-tested without a server)."""
+    check_identifier(schema, "schema")
+    generated = spec.payload_format in GENERATED_FORMATS
+    cols = [
+        "id TEXT PRIMARY KEY",
+        f"partition_context {PARTITION_CONTEXT_TYPE}",
+        f"event_metadata {EVENT_METADATA_TYPE}",
+        "ts TIMESTAMP WITH TIME ZONE",
+        "ingested_at TIMESTAMP WITH TIME ZONE DEFAULT CURRENT_TIMESTAMP",
+        "payload TEXT INDEX OFF",
+    ]
+    for i, col in enumerate(TYPED_COLUMNS, start=1):
+        if generated:
+            cols.append(
+                f"{_q(col)} {_typed_type(col)} GENERATED ALWAYS AS "
+                f"({generated_expression(i, col, spec.payload_format)})"
+            )
+        else:
+            cols.append(f"{_q(col)} {_typed_type(col)}")
+    body = ",\n  ".join(cols)
+    return f"CREATE TABLE IF NOT EXISTS {_q(schema)}.{_q(spec.name)} (\n  {body}\n)"
+
+
+def dead_letter_ddl(schema: str, table: str = DEAD_LETTER_TABLE) -> str:
+    check_identifier(schema, "schema")
+    check_identifier(table)
+    return (
+        f"CREATE TABLE IF NOT EXISTS {_q(schema)}.{_q(table)} (\n"
+        "  target_table TEXT NOT NULL,\n"
+        "  id TEXT NOT NULL,\n"
+        "  eventhub TEXT,\n"
+        "  consumer_group TEXT,\n"
+        "  partition_id TEXT,\n"
+        "  sequence_number BIGINT,\n"
+        '  "offset" TEXT,\n'
+        "  enqueued_time TIMESTAMP WITH TIME ZONE,\n"
+        "  reason TEXT INDEX OFF,\n"
+        "  raw_base64 TEXT INDEX OFF,\n"
+        "  ingested_at TIMESTAMP WITH TIME ZONE DEFAULT CURRENT_TIMESTAMP,\n"
+        "  PRIMARY KEY (target_table, id)\n)"
+    )
+
+
+def insert_columns(spec: TableSpec) -> tuple[str, ...]:
+    base = ("id", "partition_context", "event_metadata", "ts", "payload")
+    return base if spec.payload_format in GENERATED_FORMATS else base + TYPED_COLUMNS
+
+
+def insert_sql(schema: str, spec: TableSpec) -> str:
+    cols = insert_columns(spec)
+    return (
+        f"INSERT INTO {_q(schema)}.{_q(spec.name)} ({', '.join(_q(c) for c in cols)}) "
+        f"VALUES ({', '.join('?' for _ in cols)}) ON CONFLICT DO NOTHING"
+    )
+
+
+def dead_letter_insert_sql(schema: str, table: str = DEAD_LETTER_TABLE) -> str:
+    return (
+        f"INSERT INTO {_q(schema)}.{_q(table)} (target_table, id, eventhub, consumer_group, partition_id, "
+        'sequence_number, "offset", enqueued_time, reason, raw_base64) '
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+    )
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.astimezone(dt.UTC).isoformat() if value is not None else None
+
+
+def row_params(row: Row, spec: TableSpec) -> list[Any]:
+    params: list[Any] = [row.key, row.partition_context, row.event_metadata, _iso(row.ts), row.payload]
+    if spec.payload_format not in GENERATED_FORMATS:
+        params.extend(row.columns.get(c) for c in TYPED_COLUMNS)
+    return params
+
+
+def dead_letter_params(dl: DeadLetter) -> list[Any]:
+    return [
+        dl.table,
+        dl.key,
+        dl.eventhub,
+        dl.consumer_group,
+        dl.partition_id,
+        dl.sequence_number,
+        dl.offset,
+        _iso(dl.enqueued_time),
+        dl.reason,
+        base64.b64encode(dl.raw).decode("ascii"),
+    ]
+
+
+def classify(result: dict[str, Any]) -> tuple[str, bool] | None:
+    """One ``results[i]`` entry of a bulk response -> ``None`` if stored (rowcount >= 0), else
+    ``(reason, retryable)``. CrateDB only attaches ``error`` to the first 10 failures per shard; a failure
+    without detail is treated as retryable (the retry reveals the real error)."""
+    rowcount = result.get("rowcount")
+    if isinstance(rowcount, int) and rowcount >= 0:
+        return None
+    error = result.get("error") or {}
+    message = str(error.get("message") or "") if isinstance(error, dict) else str(error)
+    if not message:
+        return (f"rowcount {rowcount} without error detail", True)
+    code = error.get("code") if isinstance(error, dict) else None
+    reason = f"{message} (code {code})" if code is not None else message
+    return (reason, any(marker in message for marker in RETRYABLE_MARKERS))
+
+
+class CrateSink:
+    """See the module docstring. ``connect`` is injectable (default ``crate.client.connect``)."""
+
+    def __init__(
+        self,
+        server: str = "http://localhost:4200",
+        *,
+        schema: str = "doc",
+        username: str | None = None,
+        password: str | None = None,
+        connect_timeout: float = 60.0,
+        request_timeout: float = 30.0,
+        dead_letter_table: str = DEAD_LETTER_TABLE,
+        connect: Callable[..., Any] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.server = server
+        self.schema = check_identifier(schema, "schema")
+        self.username = username
+        self.password = password
+        self.connect_timeout = connect_timeout
+        self.request_timeout = request_timeout
+        self.dead_letter_table = check_identifier(dead_letter_table)
+        self.description = f"crate {server} schema {schema}"
+        self._connect_fn = connect
+        self._sleep = sleep
+        self._conn: Any = None
+        self._specs: dict[str, TableSpec] = {}
+        self._created: set[str] = set()
+
+    # -- connection ---------------------------------------------------------------------------------------
+    def _connect_once(self) -> Any:
+        from crate.client import connect as crate_connect
+        from crate.client.exceptions import Error as CrateError
+
+        fn = self._connect_fn or crate_connect
+        try:
+            return fn(
+                self.server,
+                username=self.username,
+                password=self.password,
+                schema=self.schema,
+                timeout=self.request_timeout,
+            )
+        except CrateError as exc:
+            raise SinkUnavailableError(f"CrateDB {self.server} not reachable: {exc}") from exc
+
+    def _connection(self) -> Any:
+        if self._conn is None:
+            self._conn = self._connect_once()
+        return self._conn
+
+    def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # closing a broken connection: nothing to do
+                LOG.debug("closing CrateDB connection failed", exc_info=True)
+
+    def _execute(self, sql: str, params: list[Any] | None = None) -> Any:
+        from crate.client.exceptions import ConnectionError as CrateConnectionError
+        from crate.client.exceptions import Error as CrateError
+
+        cursor = self._connection().cursor()
+        try:
+            cursor.execute(sql, params)
+        except CrateConnectionError as exc:
+            self._drop_connection()
+            raise SinkUnavailableError(f"CrateDB {self.server}: {exc}") from exc
+        except CrateError as exc:
+            raise SinkUnavailableError(
+                f"CrateDB {self.server} rejected {sql.split('(')[0]!r}: {exc}"
+            ) from exc
+        return cursor
+
+    def _bulk(self, sql: str, params: list[list[Any]], what: str) -> list[dict[str, Any]]:
+        from crate.client.exceptions import ConnectionError as CrateConnectionError
+        from crate.client.exceptions import Error as CrateError
+
+        cursor = self._connection().cursor()
+        try:
+            results = cursor.executemany(sql, params)
+        except CrateConnectionError as exc:
+            self._drop_connection()
+            raise SinkUnavailableError(f"CrateDB {self.server}: {exc}") from exc
+        except CrateError as exc:
+            text = str(exc)
+            if "RelationUnknown" in text or ("Relation '" in text and "unknown" in text):
+                self._created.discard(what)  # table dropped while we run: recreate on the next attempt
+            raise SinkUnavailableError(f"CrateDB bulk insert into {what} failed: {exc}") from exc
+        if not isinstance(results, list) or len(results) != len(params):
+            raise SinkUnavailableError(
+                f"CrateDB bulk insert into {what}: expected {len(params)} results, got {results!r:.200}"
+            )
+        return results
+
+    def open(self, tables: Sequence[TableSpec] = ()) -> None:
+        deadline = time.monotonic() + self.connect_timeout
+        delay = 0.5
+        while True:
+            try:
+                self._connection()
+                break
+            except SinkUnavailableError as exc:
+                if time.monotonic() + delay > deadline:
+                    raise SinkUnavailableError(
+                        f"CrateDB {self.server} not reachable within {self.connect_timeout:.0f} s: {exc}"
+                    ) from exc
+                LOG.warning("CrateDB %s not reachable yet (%s); retrying in %.1f s", self.server, exc, delay)
+                self._sleep(delay)
+                delay = min(delay * 2, 5.0)
+        for spec in tables:
+            self._specs[spec.name] = spec
+        self._ensure_tables(list(self._specs))
+        LOG.info("crate sink %s ready (tables %s)", self.server, sorted(self._specs))
+
+    def _ensure_tables(self, names: Sequence[str]) -> None:
+        if self.dead_letter_table not in self._created:
+            self._execute(dead_letter_ddl(self.schema, self.dead_letter_table))
+            self._created.add(self.dead_letter_table)
+        for name in names:
+            if name not in self._created:
+                spec = self._specs.setdefault(name, TableSpec(name, "raw"))
+                self._execute(table_ddl(self.schema, spec))
+                self._created.add(name)
+
+    def write(self, rows: Sequence[Row], dead_letters: Sequence[DeadLetter] = ()) -> WriteResult:
+        result = WriteResult()
+        if not rows and not dead_letters:
+            return result
+        by_table: dict[str, list[int]] = {}
+        for i, row in enumerate(rows):
+            by_table.setdefault(row.table, []).append(i)
+        self._ensure_tables(list(by_table))
+        for table, indexes in by_table.items():
+            spec = self._specs.get(table) or TableSpec(table, "raw")
+            params = [row_params(rows[i], spec) for i in indexes]
+            outcomes = self._bulk(insert_sql(self.schema, spec), params, table)
+            for i, outcome in zip(indexes, outcomes, strict=True):
+                failure = classify(outcome)
+                if failure is None:
+                    if outcome.get("rowcount") == 0:
+                        result.duplicates += 1
+                    else:
+                        result.inserted += 1
+                else:
+                    result.failures.append(RowFailure(i, failure[0], failure[1]))
+        if dead_letters:
+            outcomes = self._bulk(
+                dead_letter_insert_sql(self.schema, self.dead_letter_table),
+                [dead_letter_params(dl) for dl in dead_letters],
+                self.dead_letter_table,
+            )
+            failed = [(dl, classify(o)) for dl, o in zip(dead_letters, outcomes, strict=True) if classify(o)]
+            if failed:
+                raise SinkUnavailableError(
+                    f"{len(failed)} of {len(dead_letters)} dead letters not stored, first: {failed[0][1]}"
+                )
+            result.dead_letters = len(dead_letters)
+        if result.failures:
+            LOG.warning(
+                "crate sink: %d of %d rows failed (first: %s)",
+                len(result.failures),
+                len(rows),
+                result.failures[0].reason,
+            )
+        return result
+
+    def close(self) -> None:
+        self._drop_connection()
+
+
+DEFAULT_SPEC = TableSpec(DEFAULT_TABLE, "seed")

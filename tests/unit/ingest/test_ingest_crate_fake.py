@@ -1,0 +1,214 @@
+"""CrateSink per-row failure handling against a small LOOPBACK fake of CrateDB's HTTP ``_sql`` endpoint.
+
+Only for these unit tests: a real server cannot be made to fail a chosen row. The fake answers with the
+documented shapes (docs/cratedb.md §2.1): bulk ``{"results": [{"rowcount": n, "error": {...}}...]}``,
+analysis errors as HTTP 400 ``{"error": {"code", "message"}}``, 503 for an unavailable node. The real-server
+conformance suite is ``test_ingest_sink_conformance.py[crate]``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from enginehub.ingest.model import DEFAULT_TABLE, DeadLetter, SinkUnavailableError
+from enginehub.ingest.rules import load_rules, route_batch
+from enginehub.ingest.sinks.base import TableSpec
+from enginehub.ingest.sinks.crate import CrateSink, classify, table_ddl
+from enginehub.ingest.testing import make_event, seed_line
+
+Responder = Callable[[dict[str, Any]], tuple[int, dict[str, Any]]]
+
+
+class FakeCrate:
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.respond: Responder = self.ok
+
+    @staticmethod
+    def ok(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if "bulk_args" in body:
+            return 200, {"cols": [], "duration": 1.0, "results": [{"rowcount": 1} for _ in body["bulk_args"]]}
+        return 200, {"cols": [], "rows": [], "rowcount": 1, "duration": 1.0}
+
+    def bulk_statements(self, table: str) -> list[dict[str, Any]]:
+        return [r for r in self.requests if "bulk_args" in r and f'"{table}"' in r["stmt"]]
+
+
+@pytest.fixture
+def fake() -> Iterator[tuple[FakeCrate, str]]:
+    state = FakeCrate()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def _send(self, status: int, obj: dict[str, Any]) -> None:
+            data = json.dumps(obj).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json; charset=UTF-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:  # server info, read by crate.client.connect()
+            self._send(200, {"ok": True, "status": 200, "name": "fake", "version": {"number": "6.4.3"}})
+
+        def do_POST(self) -> None:
+            raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            if self.headers.get("Content-Encoding") == "gzip":
+                raw = gzip.decompress(raw)
+            body = json.loads(raw)
+            state.requests.append(body)
+            status, obj = state.respond(body)
+            self._send(status, obj)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def _rows(n: int):
+    return route_batch([make_event(i, seed_line(2, i + 1)) for i in range(n)], load_rules(None)).rows
+
+
+def _open(url: str) -> CrateSink:
+    sink = CrateSink(url, schema="doc", connect_timeout=5, sleep=lambda s: None)
+    sink.open([TableSpec(DEFAULT_TABLE, "seed")])
+    return sink
+
+
+def test_open_creates_tables_with_timestamptz_objects_and_generated_columns(fake) -> None:
+    state, url = fake
+    _open(url)
+    ddl = [r["stmt"] for r in state.requests if r["stmt"].startswith("CREATE TABLE")]
+    assert len(ddl) == 2  # dead letters + enginehub_events
+    events = next(s for s in ddl if DEFAULT_TABLE in s)
+    assert "CREATE TABLE IF NOT EXISTS" in events
+    assert "ts TIMESTAMP WITH TIME ZONE" in events
+    assert "partition_context OBJECT" in events and "event_metadata OBJECT" in events
+    assert '"unit #" INTEGER GENERATED ALWAYS AS' in events
+    assert '"sensor 21" DOUBLE PRECISION GENERATED ALWAYS AS' in events
+
+
+def test_bulk_insert_uses_bulk_args_and_on_conflict_do_nothing(fake) -> None:
+    state, url = fake
+    sink = _open(url)
+    result = sink.write(_rows(5))
+    assert (result.inserted, result.failures) == (5, [])
+    (bulk,) = state.bulk_statements(DEFAULT_TABLE)
+    assert bulk["stmt"].endswith("ON CONFLICT DO NOTHING")
+    assert len(bulk["bulk_args"]) == 5
+    assert bulk["bulk_args"][0][0] == "seq:0:0"  # identity key first
+    assert "unit #" not in bulk["stmt"]  # generated from payload, not inserted
+
+
+def test_every_per_row_result_is_inspected(fake) -> None:
+    """rowcount -2 rows are failures (never counted as written); 0 = already stored."""
+    state, url = fake
+    sink = _open(url)
+
+    def respond(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if "bulk_args" not in body:
+            return FakeCrate.ok(body)
+        results: list[dict[str, Any]] = [{"rowcount": 1} for _ in body["bulk_args"]]
+        results[1] = {"rowcount": 0}
+        results[2] = {
+            "rowcount": -2,
+            "error": {"code": 4000, "message": "Cannot cast value `x` to type `integer`"},
+        }
+        results[3] = {
+            "rowcount": -2,
+            "error": {"code": 5002, "message": "UnavailableShardsException[shard 2]"},
+        }
+        results[4] = {"rowcount": -2}
+        return 200, {"cols": [], "duration": 1.0, "results": results}
+
+    state.respond = respond
+    result = sink.write(_rows(6))
+    assert (result.inserted, result.duplicates) == (2, 1)
+    failures = {f.index: f for f in result.failures}
+    assert set(failures) == {2, 3, 4}
+    assert not failures[2].retryable and "Cannot cast" in failures[2].reason
+    assert failures[3].retryable and "UnavailableShards" in failures[3].reason
+    assert failures[4].retryable  # no error detail (only 10 per shard are reported): retry reveals it
+
+
+def test_classify_rules() -> None:
+    assert classify({"rowcount": 1}) is None
+    assert classify({"rowcount": 0}) is None
+    assert classify({"rowcount": -2, "error": {"message": "CircuitBreakingException[...]"}})[1] is True
+    assert classify({"rowcount": -2, "error": {"message": "DuplicateKeyException"}})[1] is False
+
+
+def test_whole_request_error_is_sink_unavailable_and_nothing_counted(fake) -> None:
+    state, url = fake
+    sink = _open(url)
+    state.respond = lambda body: (
+        (400, {"error": {"code": 4043, "message": "RelationUnknown[Relation 'enginehub_events' unknown]"}})
+        if "bulk_args" in body
+        else FakeCrate.ok(body)
+    )
+    with pytest.raises(SinkUnavailableError, match="RelationUnknown"):
+        sink.write(_rows(3))
+    # the dropped table is recreated on the next attempt
+    state.respond = FakeCrate.ok
+    assert sink.write(_rows(3)).inserted == 3
+    creates = [
+        r for r in state.requests if r["stmt"].startswith("CREATE TABLE") and DEFAULT_TABLE in r["stmt"]
+    ]
+    assert len(creates) == 2
+
+
+def test_node_unavailable_503_is_sink_unavailable_then_reconnects(fake) -> None:
+    state, url = fake
+    sink = _open(url)
+    state.respond = lambda body: (503, {"error": {"code": 5030, "message": "unavailable"}})
+    with pytest.raises(SinkUnavailableError):
+        sink.write(_rows(2))
+    state.respond = FakeCrate.ok
+    assert sink.write(_rows(2)).inserted == 2
+
+
+def test_failed_dead_letter_insert_fails_the_write(fake) -> None:
+    state, url = fake
+    sink = _open(url)
+    state.respond = lambda body: (
+        (200, {"cols": [], "results": [{"rowcount": -2, "error": {"code": 1, "message": "boom"}}]})
+        if "bulk_args" in body and "dead_letters" in body["stmt"]
+        else FakeCrate.ok(body)
+    )
+    dl = DeadLetter.of(make_event(1, b"\x00"), "bad")
+    with pytest.raises(SinkUnavailableError, match="dead letters not stored"):
+        sink.write([], [dl])
+
+
+def test_start_up_retries_then_gives_a_clear_error() -> None:
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sleeps: list[float] = []
+    sink = CrateSink(f"http://127.0.0.1:{port}", connect_timeout=1, sleep=sleeps.append, request_timeout=1)
+    with pytest.raises(SinkUnavailableError, match="not reachable"):
+        sink.open([TableSpec()])
+    assert sleeps, "no retry before giving up"
+
+
+def test_ddl_for_json_tables_inserts_plain_typed_columns() -> None:
+    ddl = table_ddl("doc", TableSpec("j", "json"))
+    assert "GENERATED" not in ddl and '"unit #" INTEGER' in ddl
+    with pytest.raises(ValueError, match="invalid schema"):
+        table_ddl("bad schema", TableSpec())
