@@ -39,7 +39,8 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from enginehub.datasets.schema import COLUMN_NAMES, N_SENSORS, Row, format_values
+from enginehub.datasets import codecs
+from enginehub.datasets.schema import COLUMN_NAMES, N_SENSORS, Row
 
 LOG = logging.getLogger(__name__)
 
@@ -277,13 +278,13 @@ def sqlite_table_ddl(table: str = DEFAULT_TABLE) -> str:
 
 def seed_line(row: Row) -> str:
     """The seed pipeline's payload: the 26 fields of the C-MAPSS line, space-separated."""
-    return " ".join(format_values(row))
+    return codecs.encode_line(row)
 
 
 def _payload_columns(payload: str) -> list[int | float]:
     """Typed column values computed from the payload (as the sinks do on insert)."""
-    fields = payload.split()
-    return [int(fields[0]), int(fields[1]), *(float(f) for f in fields[2:])]
+    columns = codecs.row_to_columns(codecs.decode_line(payload))
+    return [columns[c] for c in COLUMN_NAMES]
 
 
 def load_rows_sqlite(
