@@ -26,6 +26,7 @@ bytes; payloads are read back from the files with ``os.pread``.
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import re
 import struct
@@ -330,46 +331,22 @@ class FileLog(_IndexedLog):
 
     def _scan(self, seg: _Segment, last: bool) -> None:
         """Index the records of ``seg``; truncate a torn tail when it is the newest segment."""
-        with open(seg.path, "rb") as f:
-            data = f.read()
-        view = memoryview(data)
-        pos = 0
-        good = 0  # end of the last whole batch
-        seq = seg.base_seq
-        offsets: list[int] = []
-        times: list[int] = []
-        good_count = 0
-        good_time = 0
+        size = os.fstat(seg.fd).st_size
+        offsets = array("q")
+        times = array("q")
+        pos = good = good_count = good_time = 0
         error = ""
-        size = len(data)
-        unpack_frame = FRAME.unpack_from
-        unpack_meta = META.unpack_from
-        crc32 = zlib.crc32
-        while pos < size:
-            if size - pos < HEADER_SIZE:
-                error = f"truncated header at byte {pos}"
-                break
-            body_len, crc = unpack_frame(data, pos)
-            start = pos + 8
-            end = start + body_len
-            if body_len < META.size or end > size:
-                error = f"truncated record at byte {pos}"
-                break
-            if crc32(view[start:end]) != crc:
-                error = f"checksum mismatch at byte {pos}"
-                break
-            rseq, time_ms, key_len, flags = unpack_meta(data, start)
-            if rseq != seq or key_len > body_len - META.size:
-                error = f"record at byte {pos} has sequence number {rseq}, expected {seq}"
-                break
-            offsets.append(seg.base_offset + pos)
-            times.append(time_ms)
-            seq += 1
-            pos = end
-            if flags & FLAG_BATCH_END:
-                good = pos
-                good_count = len(offsets)
-                good_time = time_ms
+        if size:
+            # mmap, not read(): the pages are dropped again when unmapped, so opening a large log
+            # does not leave its size behind in the resident memory.
+            with mmap.mmap(seg.fd, size, access=mmap.ACCESS_READ) as data:
+                view = memoryview(data)
+                try:
+                    pos, good, good_count, good_time, error = self._scan_records(
+                        data, view, size, seg.base_seq, seg.base_offset, offsets, times
+                    )
+                finally:
+                    view.release()
         if pos == size and good != size and not error:
             error = "the last batch is incomplete"
         if error:
@@ -395,6 +372,45 @@ class FileLog(_IndexedLog):
         self._times.extend(times)
         self.next_seq = seg.base_seq + seg.count
         self.next_offset = seg.end_offset
+
+    @staticmethod
+    def _scan_records(
+        data: mmap.mmap, view: memoryview, size: int, seq: int, base: int, offsets: array, times: array
+    ) -> tuple[int, int, int, int, str]:
+        """Walk the records; returns (stop position, end of last whole batch, its count, its time, error)."""
+        pos = good = good_count = good_time = 0
+        unpack_frame = FRAME.unpack_from
+        unpack_meta = META.unpack_from
+        crc32 = zlib.crc32
+        meta_size = META.size
+        while pos < size:
+            if size - pos < HEADER_SIZE:
+                return pos, good, good_count, good_time, f"truncated header at byte {pos}"
+            body_len, crc = unpack_frame(data, pos)
+            start = pos + 8
+            end = start + body_len
+            if body_len < meta_size or end > size:
+                return pos, good, good_count, good_time, f"truncated record at byte {pos}"
+            if crc32(view[start:end]) != crc:
+                return pos, good, good_count, good_time, f"checksum mismatch at byte {pos}"
+            rseq, time_ms, key_len, flags = unpack_meta(data, start)
+            if rseq != seq or key_len > body_len - meta_size:
+                return (
+                    pos,
+                    good,
+                    good_count,
+                    good_time,
+                    f"record at byte {pos} has sequence {rseq}, expected {seq}",
+                )
+            offsets.append(base + pos)
+            times.append(time_ms)
+            seq += 1
+            pos = end
+            if flags & FLAG_BATCH_END:
+                good = pos
+                good_count = len(offsets)
+                good_time = time_ms
+        return pos, good, good_count, good_time, ""
 
     def _new_segment(self, base_seq: int, base_offset: int) -> _Segment:
         path = self.directory / segment_name(base_seq, base_offset)
