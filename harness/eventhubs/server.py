@@ -1,0 +1,285 @@
+"""The Event Hubs emulator lifecycle: ``EventHubsEmulator`` (asyncio) and ``EmulatorThread`` (sync callers).
+
+``EventHubsEmulator(config, data_dir=None, host="127.0.0.1", port=5672, http_port=5300)``: ``await start()``
+binds the AMQP port (0 = a free port) and the health port (GET /health, 0 = free port, None = off), sets
+``ready``; ``await stop()`` closes listeners and connections and the store. ``connection_string`` is the
+namespace-level connection string with ``UseDevelopmentEmulator=true``; ``connection_string_for(hub)``
+adds ``EntityPath``.
+
+Limitations (documented, not bugs): no TLS/WebSocket transport (``UseDevelopmentEmulator=true`` means
+plain AMQP on the given port), JWT (Entra ID) tokens are refused, $management supports READ only, drain
+mode is not implemented, Kafka is not spoken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from enginehub.harness.amqp.connection import AMQPConnection
+from enginehub.harness.amqp.errors import Condition
+from enginehub.harness.eventhubs.config import EmulatorConfig
+from enginehub.harness.eventhubs.errors import QuotaExceeded, ReceiverStolen
+from enginehub.harness.eventhubs.links import MAX_NON_EPOCH_READERS, Consumer, EventHubsHandler
+from enginehub.harness.eventhubs.state import EventHubsStore
+
+LOG = logging.getLogger(__name__)
+
+CONTAINER_ID = "eventhubs-emulator"
+
+# the service's texts (docs/eventhubs-emulator.md §5.4)
+_LOWER_EPOCH = (
+    "Receiver 'nil' with a higher epoch '{old}' already exists. Receiver 'nil' with epoch {new} cannot be "
+    "created. Make sure you are creating receiver with increasing epoch value to ensure connectivity, or "
+    "ensure all old epoch receivers are closed or disconnected."
+)
+_STOLEN_BY_EPOCH = (
+    "New receiver 'nil' with higher epoch of '{new}' is created hence current receiver 'nil' with epoch "
+    "'{old}' is getting disconnected. If you are recreating the receiver, make sure a higher epoch is used."
+)
+_STOLEN_NON_EPOCH = (
+    "New receiver 'nil' with epoch of '{new}' is created hence current non-epoch receiver 'nil' is getting "
+    "disconnected."
+)
+_EPOCH_EXISTS = (
+    "At least one receiver for the endpoint is created with epoch of '{old}', and so non-epoch receiver is "
+    "not allowed. Either reconnect with a higher epoch, or make sure all epoch receivers are closed or "
+    "disconnected."
+)
+_TOO_MANY = "Exceeded the maximum number of allowed receivers per partition in a consumer group which is {n}."
+
+
+class EventHubsEmulator:
+    """One emulated Event Hubs namespace served over AMQP 1.0 on loopback."""
+
+    def __init__(
+        self,
+        config: EmulatorConfig,
+        data_dir: str | Path | None = None,
+        host: str = "127.0.0.1",
+        port: int = 5672,
+        http_port: int | None = 5300,
+        *,
+        max_frame_size: int = 65536,
+    ) -> None:
+        self.config = config
+        self.data_dir = Path(data_dir) if data_dir is not None else None
+        self.host = host
+        self.port = port
+        self.http_port = http_port
+        self.max_frame_size = max_frame_size
+        self.store: EventHubsStore | None = None  # type: ignore[assignment]
+        self.ready = asyncio.Event()
+        self.state = "created"
+        self.connections: set[AMQPConnection] = set()
+        self.stats: collections.Counter[str] = collections.Counter()
+        self._receivers: dict[tuple[str, str, str], list[Consumer]] = {}
+        self._server: asyncio.base_events.Server | None = None
+        self._http: asyncio.base_events.Server | None = None
+
+    # ----------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        if self.state != "created":
+            raise RuntimeError(f"cannot start an emulator in state {self.state}")
+        self.state = "starting"
+        self.ready = asyncio.Event()  # bound to the running loop
+        self.store = EventHubsStore(self.config, self.data_dir)
+        loop = asyncio.get_running_loop()
+        try:
+            self._server = await loop.create_server(self._protocol, self.host, self.port, reuse_address=True)
+            self.port = self._server.sockets[0].getsockname()[1]
+            if self.http_port is not None:
+                self._http = await asyncio.start_server(self._health, self.host, self.http_port)
+                self.http_port = self._http.sockets[0].getsockname()[1]
+        except BaseException:
+            await self.stop()
+            raise
+        self.state = "running"
+        self.ready.set()
+        LOG.info(
+            "Event Hubs emulator listening on %s:%s (hubs: %s)", self.host, self.port, ", ".join(self.hubs)
+        )
+
+    async def stop(self) -> None:
+        if self.state == "stopped":
+            return
+        self.state = "stopping"
+        for server in (self._server, self._http):
+            if server is not None:
+                server.close()
+        for conn in list(self.connections):
+            conn.close(Condition.CONNECTION_FORCED, "The emulator is shutting down.")
+        for server in (self._server, self._http):
+            if server is not None:
+                try:
+                    await asyncio.wait_for(server.wait_closed(), 5)
+                except TimeoutError:
+                    LOG.warning("listener did not close within 5 s")
+        self._server = self._http = None
+        if self.store is not None:
+            self.store.close()
+        self.state = "stopped"
+        self.ready.clear()
+
+    async def __aenter__(self) -> EventHubsEmulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def _protocol(self) -> AMQPConnection:
+        return AMQPConnection(
+            EventHubsHandler(self),
+            container_id=CONTAINER_ID,
+            max_frame_size=self.max_frame_size,
+        )
+
+    # ----------------------------------------------------------------- addresses
+    @property
+    def hubs(self) -> list[str]:
+        return [h.name for h in self.config.hubs]
+
+    @property
+    def connection_string(self) -> str:
+        name, key = self.config.default_policy
+        return (
+            f"Endpoint=sb://{self.host}:{self.port};SharedAccessKeyName={name};SharedAccessKey={key};"
+            "UseDevelopmentEmulator=true"
+        )
+
+    def connection_string_for(self, hub: str) -> str:
+        return f"{self.connection_string};EntityPath={hub}"
+
+    # ----------------------------------------------------------------- receivers (epoch rules)
+    def register_consumer(self, consumer: Consumer) -> None:
+        """Apply the service's epoch rules for (hub, consumer group, partition); raise to refuse."""
+        key = consumer.key
+        existing = [c for c in self._receivers.get(key, []) if not c.link.detached]
+        epochs = [c.epoch for c in existing if c.epoch is not None]
+        new = consumer.epoch
+        if new is not None:
+            if epochs and max(epochs) > new:
+                raise ReceiverStolen(_LOWER_EPOCH.format(old=max(epochs), new=new))
+            for old in existing:
+                if old.epoch is not None:
+                    text = _STOLEN_BY_EPOCH.format(old=old.epoch, new=new)
+                else:
+                    text = _STOLEN_NON_EPOCH.format(new=new)
+                old.link.detach(Condition.LINK_STOLEN, text)
+            existing = []
+        else:
+            if epochs:
+                raise ReceiverStolen(_EPOCH_EXISTS.format(old=max(epochs)))
+            if len(existing) >= MAX_NON_EPOCH_READERS:
+                raise QuotaExceeded(_TOO_MANY.format(n=MAX_NON_EPOCH_READERS))
+        existing.append(consumer)
+        self._receivers[key] = existing
+
+    def unregister_consumer(self, consumer: Consumer) -> None:
+        lst = self._receivers.get(consumer.key)
+        if lst and consumer in lst:
+            lst.remove(consumer)
+            if not lst:
+                del self._receivers[consumer.key]
+
+    # ----------------------------------------------------------------- health
+    async def _health(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            line = request.split(b"\r\n", 1)[0].decode("latin-1")
+            parts = line.split()
+            if len(parts) >= 2 and parts[0] == "GET" and parts[1].split("?")[0] == "/health":
+                healthy = self.state == "running"
+                status = "200 OK" if healthy else "503 Service Unavailable"
+                body: dict[str, Any] = {
+                    "status": "healthy" if healthy else "unhealthy",
+                    "message": "Service is healthy." if healthy else f"Service is {self.state}.",
+                }
+            else:
+                status, body = "404 Not Found", {"error": "only GET /health is served"}
+            raw = json.dumps(body).encode()
+            writer.write(
+                f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(raw)}\r\n"
+                "Connection: close\r\n\r\n".encode()
+                + raw
+            )
+            await writer.drain()
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+class EmulatorThread:
+    """Run an ``EventHubsEmulator`` on its own event loop in a background thread (pytest, Locust, scripts).
+
+    ``with EmulatorThread(EventHubsEmulator(cfg, port=0)) as emu: ...`` returns once it accepts connections.
+    """
+
+    def __init__(self, emulator: EventHubsEmulator, startup_timeout: float = 30.0) -> None:
+        self.emulator = emulator
+        self.startup_timeout = startup_timeout
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+        self._stop: asyncio.Event | None = None
+
+    def start(self) -> EventHubsEmulator:
+        self._thread = threading.Thread(target=self._run, name="eventhubs-emulator", daemon=True)
+        self._thread.start()
+        if not self._started.wait(self.startup_timeout):
+            raise TimeoutError(f"the Event Hubs emulator did not start within {self.startup_timeout} s")
+        if self._error is not None:
+            raise self._error
+        return self.emulator
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self.loop = loop
+        try:
+            loop.run_until_complete(self._main())
+        finally:
+            loop.close()
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        try:
+            await self.emulator.start()
+        except BaseException as exc:
+            self._error = exc
+            self._started.set()
+            return
+        self._started.set()
+        try:
+            await self._stop.wait()
+        finally:
+            await self.emulator.stop()
+
+    def call(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn(*args)`` on the emulator's loop thread and return its result (state access from tests)."""
+        assert self.loop is not None
+
+        async def run() -> Any:
+            return fn(*args)
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(30)
+
+    def stop(self) -> None:
+        if self.loop is not None and self._stop is not None and self._thread is not None:
+            if self._thread.is_alive():
+                self.loop.call_soon_threadsafe(self._stop.set)
+            self._thread.join(30)
+        self._thread = None
+
+    def __enter__(self) -> EventHubsEmulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
