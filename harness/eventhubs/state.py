@@ -140,6 +140,21 @@ class Partition:
                 keep.append((seq, fut))
         self._waiters[:] = keep
 
+    def reset(self) -> None:
+        """Drop every event (control plane, tests): as new, sequence numbers restart at 0."""
+        self._log.reset()
+
+    def describe(self) -> dict[str, object]:
+        """The partition's runtime properties as plain data (no side effects)."""
+        return {
+            "partition_id": self.partition_id,
+            "begin_sequence_number": self.begin_sequence_number,
+            "last_sequence_number": self.last_sequence_number,
+            "last_offset": self.last_offset,
+            "last_enqueued_time_ms": self.last_enqueued_time_ms,
+            "is_empty": self.is_empty,
+        }
+
     def close(self) -> None:
         self._log.close()
 
@@ -297,6 +312,7 @@ class EventHubsStore:
         self.hubs: dict[str, Hub] = {}
         self._by_lower: dict[str, Hub] = {}
         self._lock_fd = -1
+        self.closed = False
         if self.data_dir is not None:
             self._lock_fd = _lock_data_dir(self.data_dir)
         try:
@@ -345,8 +361,56 @@ class EventHubsStore:
         """Apply retention to every partition now; returns the number of events dropped."""
         return sum(p.trim() for hub in self.hubs.values() for p in hub.partitions.values())
 
+    async def run_retention(self, interval_s: float = 60.0) -> None:
+        """Apply retention every ``interval_s`` seconds until cancelled (appends also trim as they go).
+
+        A no-op loop is not started when no retention is configured.
+        """
+        if self.config.retention_seconds is None:
+            return
+        while not self.closed:
+            await asyncio.sleep(interval_s)
+            if self.closed:
+                return
+            try:
+                dropped = self.trim()
+            except StorageError:
+                LOG.exception("retention trimming failed")
+            else:
+                if dropped:
+                    LOG.info("retention dropped %d events", dropped)
+
+    def reset(self, hub: str | None = None) -> None:
+        """Drop every event of one hub (or all hubs); for the control plane and tests."""
+        hubs = [self.hub(hub)] if hub is not None else list(self.hubs.values())
+        for h in hubs:
+            for partition in h.partitions.values():
+                partition.reset()
+
+    def describe(self) -> dict[str, object]:
+        """A side-effect-free snapshot of namespace, hubs, consumer groups and partition positions."""
+        return {
+            "namespace": self.namespace,
+            "data_dir": str(self.data_dir) if self.data_dir is not None else None,
+            "hubs": {
+                h.name: {
+                    "created_at_ms": h.created_at_ms,
+                    "consumer_groups": sorted(h.consumer_groups),
+                    "partitions": [h.partitions[pid].describe() for pid in h.partition_ids],
+                }
+                for h in self.hubs.values()
+            },
+        }
+
+    def health(self) -> tuple[bool, str]:
+        """For ``HealthServer(check=store.health)``: healthy while the store is open."""
+        if self.closed:
+            return False, "The event store is closed."
+        return True, "Service is healthy."
+
     def close(self) -> None:
         """Close every log file (idempotent)."""
+        self.closed = True
         for hub in self.hubs.values():
             for partition in hub.partitions.values():
                 partition.close()

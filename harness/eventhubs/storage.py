@@ -243,6 +243,11 @@ class MemoryLog(_IndexedLog):
             self._drop_index_prefix(n)
         return n
 
+    def reset(self) -> None:
+        """Forget every event; sequence numbers and offsets start again at 0."""
+        _IndexedLog.__init__(self)
+        self._events = []
+
     def close(self) -> None:
         pass
 
@@ -532,6 +537,16 @@ class FileLog(_IndexedLog):
                 dropped += seg.count
                 LOG.debug("%s: retention deleted %d events", seg.path, seg.count)
         return dropped
+
+    def reset(self) -> None:
+        """Delete every segment; sequence numbers and offsets start again at 0."""
+        self.close()
+        for seg in self._segments:
+            seg.path.unlink(missing_ok=True)
+        self._segments = []
+        self._seg_starts = []
+        _IndexedLog.__init__(self)
+        self._new_segment(0, 0)
 
     def close(self) -> None:
         for seg in self._segments:

@@ -208,3 +208,44 @@ def test_hub_lookup_and_groups(make_store) -> None:
 def test_round_robin(make_store) -> None:
     hub = make_store(partitions=3).hub("eh1")
     assert [hub.next_partition() for _ in range(7)] == ["0", "1", "2", "0", "1", "2", "0"]
+
+
+def test_reset_and_describe(make_store) -> None:
+    store = make_store()
+    p = part(store)
+    p.append([(b"a", None), (b"b", None)])
+    snap = store.describe()
+    assert snap["namespace"] == "emulatorNs1"
+    assert snap["hubs"]["eh1"]["partitions"][0]["last_sequence_number"] == 1
+    assert snap["hubs"]["eh1"]["consumer_groups"] == ["$Default"]
+    assert store.describe() == snap  # no side effects
+    store.reset("eh1")
+    assert (p.begin_sequence_number, p.last_sequence_number, p.read(0, 10)) == (0, -1, [])
+    assert p.append([(b"c", None)])[0].offset == 0
+
+
+def test_health_follows_close(make_store) -> None:
+    store = make_store()
+    assert store.health() == (True, "Service is healthy.")
+    store.close()
+    store.close()  # idempotent
+    assert store.health()[0] is False
+
+
+async def test_run_retention_loop(make_store) -> None:
+    clock = FakeClock(1000.0)
+    store = make_store(clock, retention_seconds=10, segment_bytes=4096)
+    p = part(store)
+    p.append([(b"old", None)])
+    clock.now = 2000.0
+    task = asyncio.create_task(store.run_retention(interval_s=0.001))
+    deadline = asyncio.get_running_loop().time() + 5
+    while p.begin_sequence_number == 0 and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.001)
+    task.cancel()
+    assert p.begin_sequence_number == 1, f"retention loop did not trim: {p.describe()}"
+    assert p.is_empty and p.last_sequence_number == 0
+
+
+async def test_run_retention_without_retention_returns(make_store) -> None:
+    await asyncio.wait_for(make_store().run_retention(0.001), 1)
