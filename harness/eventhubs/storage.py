@@ -102,6 +102,8 @@ def decode_record(buf: bytes | memoryview, pos: int) -> tuple[int, int, int, str
         raise RecordError(f"checksum mismatch at {pos}")
     seq, time_ms, key_len, flags = META.unpack_from(buf, start)
     kstart = start + META.size
+    if key_len < -1:
+        raise RecordError(f"bad key length {key_len} at {pos}")
     if key_len < 0:
         key = None
         pstart = kstart
@@ -399,7 +401,7 @@ class FileLog(_IndexedLog):
             if crc32(view[start:end]) != crc:
                 return pos, good, good_count, good_time, f"checksum mismatch at byte {pos}"
             rseq, time_ms, key_len, flags = unpack_meta(data, start)
-            if rseq != seq or key_len > body_len - meta_size:
+            if rseq != seq or not -1 <= key_len <= body_len - meta_size:
                 return (
                     pos,
                     good,
