@@ -118,14 +118,6 @@ def decode_record(buf: bytes | memoryview, pos: int) -> tuple[int, int, int, str
     return seq, time_ms, flags, key, bytes(buf[pstart:end]), end
 
 
-def _encode_key(key: str | None) -> bytes | None:
-    if key is None:
-        return None
-    if not isinstance(key, str):
-        raise TypeError(f"partition_key must be str or None, not {type(key).__name__}")
-    return key.encode("utf-8")
-
-
 class _IndexedLog:
     """Shared part of both backends: compact offset/time index and the position of the tail.
 
@@ -169,41 +161,56 @@ class _IndexedLog:
 
     def _encode_batch(
         self, items: Sequence[tuple[bytes, str | None]], now_ms: int, encode: bool
-    ) -> tuple[list[StoredEvent], list[bytes], int]:
-        """Frame a batch at the tail without changing state: (events, record bytes, end offset).
+    ) -> tuple[list[StoredEvent], list[bytes], list[int], int]:
+        """Frame a batch at the tail without changing state: (events, records, offsets, end offset).
 
         Validates every item before anything is stored; with ``encode=False`` only sizes are computed.
+        This is the per-event hot path of the emulator, hence the inlined packing.
         """
-        time_ms = now_ms if now_ms > self.last_time_ms else self.last_time_ms
+        last_time = self._times[-1] if self._times else 0
+        time_ms = now_ms if now_ms > last_time else last_time
         seq = self.next_seq
         offset = self.next_offset
         events: list[StoredEvent] = []
         records: list[bytes] = []
+        offsets: list[int] = []
+        add_event = events.append
+        add_record = records.append
+        add_offset = offsets.append
+        meta_pack = META.pack
+        frame_pack = FRAME.pack
+        crc32 = zlib.crc32
         last = len(items) - 1
-        for i, item in enumerate(items):
-            payload, key = item
+        for i, (payload, key) in enumerate(items):
             if type(payload) is not bytes:
                 if not isinstance(payload, bytes | bytearray | memoryview):
                     raise TypeError(f"payload must be bytes, not {type(payload).__name__}")
                 payload = bytes(payload)
-            kb = _encode_key(key)
-            if encode:
-                rec = encode_record(seq, time_ms, kb, payload, FLAG_BATCH_END if i == last else 0)
-                records.append(rec)
-                size = len(rec)
+            if key is None:
+                kb = b""
+                klen = -1
+            elif type(key) is str:
+                kb = key.encode("utf-8")
+                klen = len(kb)
             else:
-                size = HEADER_SIZE + len(payload) + (len(kb) if kb is not None else 0)
-                if size - FRAME.size > MAX_BODY:
-                    raise StorageError(f"record of {size} bytes is larger than the log format allows")
-            events.append(StoredEvent(seq, offset, time_ms, key, payload))
+                raise TypeError(f"partition_key must be str or None, not {type(key).__name__}")
+            body_len = META.size + len(kb) + len(payload)
+            if body_len > MAX_BODY:
+                raise StorageError(f"record of {body_len} bytes is larger than the log format allows")
+            if encode:
+                body = meta_pack(seq, time_ms, klen, FLAG_BATCH_END if i == last else 0) + kb + payload
+                add_record(frame_pack(body_len, crc32(body)) + body)
+            add_event(StoredEvent(seq, offset, time_ms, key, payload))
+            add_offset(offset)
             seq += 1
-            offset += size
-        return events, records, offset
+            offset += FRAME.size + body_len
+        return events, records, offsets, offset
 
-    def _commit_index(self, events: list[StoredEvent], end_offset: int) -> None:
-        self._offsets.extend([e.offset for e in events])
-        self._times.extend([e.enqueued_time_ms for e in events])
-        self.next_seq += len(events)
+    def _commit_index(self, offsets: list[int], time_ms: int, end_offset: int) -> None:
+        n = len(offsets)
+        self._offsets.extend(offsets)
+        self._times.extend(array("q", [time_ms]) * n)
+        self.next_seq += n
         self.next_offset = end_offset
 
     def _drop_index_prefix(self, count: int) -> None:
@@ -222,11 +229,11 @@ class MemoryLog(_IndexedLog):
         self._events: list[StoredEvent] = []
 
     def append(self, items: Sequence[tuple[bytes, str | None]], now_ms: int) -> list[StoredEvent]:
-        events, _, end = self._encode_batch(items, now_ms, encode=False)
+        events, _, offsets, end = self._encode_batch(items, now_ms, encode=False)
         if not events:
             return events
         self._events.extend(events)
-        self._commit_index(events, end)
+        self._commit_index(offsets, events[0].enqueued_time_ms, end)
         return events
 
     def read(self, from_seq: int, max_count: int) -> list[StoredEvent]:
@@ -431,7 +438,7 @@ class FileLog(_IndexedLog):
 
     # -- data path ---------------------------------------------------------------------------
     def append(self, items: Sequence[tuple[bytes, str | None]], now_ms: int) -> list[StoredEvent]:
-        events, records, end = self._encode_batch(items, now_ms, encode=True)
+        events, records, offsets, end = self._encode_batch(items, now_ms, encode=True)
         if not events:
             return events
         data = b"".join(records)
@@ -451,7 +458,7 @@ class FileLog(_IndexedLog):
         seg.size += len(data)
         seg.count += len(events)
         seg.last_time_ms = events[-1].enqueued_time_ms
-        self._commit_index(events, end)
+        self._commit_index(offsets, events[0].enqueued_time_ms, end)
         if seg.size >= self.segment_bytes:
             self._new_segment(self.next_seq, self.next_offset)
         return events
