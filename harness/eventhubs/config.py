@@ -131,6 +131,8 @@ def _check_name(where: str, value: object) -> None:
         raise ConfigError(f"{where}: expected a non-empty string, got {value!r}")
     if len(value) > MAX_NAME_LENGTH:
         raise ConfigError(f"{where}: longer than {MAX_NAME_LENGTH} characters")
+    if any(ord(ch) < 32 for ch in value):
+        raise ConfigError(f"{where}: {value!r} contains control characters")
     if "/" in value or "\\" in value or value in (".", ".."):
         raise ConfigError(f"{where}: {value!r} may not contain '/' or '\\' or be '.'/'..'")
 

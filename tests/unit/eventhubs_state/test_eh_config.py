@@ -157,6 +157,8 @@ E0 = ["UserConfig", "NamespaceConfig", 0, "Entities", 0]
         ([*E0, "Name"], KeyError, r"Entities\[0\].Name: missing"),
         ([*E0, "Name"], "", r"Entities\[0\].Name: expected a non-empty string"),
         ([*E0, "Name"], "a/b", r"Entities\[0\].Name: 'a/b' may not contain"),
+        ([*E0, "Name"], "a\x00b", r"Entities\[0\].Name: .* contains control characters"),
+        ([*E0, "Name"], "..", r"Entities\[0\].Name: '..' may not contain"),
         ([*E0, "ConsumerGroups"], {"Name": "x"}, r"Entities\[0\].ConsumerGroups: expected an array"),
         ([*E0, "ConsumerGroups"], [{"Nom": "x"}], r"ConsumerGroups\[0\].Name: missing"),
         ([*E0, "ConsumerGroups"], [{"Name": "x"}, {"Name": "X"}], r"ConsumerGroups\[1\].Name: duplicate"),

@@ -261,3 +261,40 @@ def test_bad_hub_metadata(tmp_path: Path) -> None:
     # the failed open released the lock
     (tmp_path / "eh1" / "hub.json").unlink()
     EventHubsStore(EmulatorConfig.simple(partitions=1), data_dir=tmp_path).close()
+
+
+def test_failed_write_is_undone_and_reported(tmp_path: Path, monkeypatch) -> None:
+    import enginehub.harness.eventhubs.storage as storage
+
+    log = FileLog(tmp_path)
+    log.append([(b"kept", None)], T0)
+    size = log.next_offset
+    real_write = os.write
+
+    def half_then_enospc(fd: int, data: bytes) -> int:
+        real_write(fd, data[: len(data) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(storage.os, "write", half_then_enospc)
+    with pytest.raises(StorageError, match="append of 2 events failed: .*No space left"):
+        log.append([(b"a" * 100, None), (b"b" * 100, None)], T0)
+    monkeypatch.setattr(storage.os, "write", real_write)
+    assert (log.next_seq, log.next_offset) == (1, size)
+    assert seg_files(tmp_path)[-1].stat().st_size == size
+    assert log.append([(b"next", None)], T0)[0].sequence_number == 1
+    log.close()
+    again = FileLog(tmp_path)
+    assert [e.payload for e in again.read(0, 10)] == [b"kept", b"next"]
+    again.close()
+
+
+def test_oversized_record_rejected_before_anything_is_written(tmp_path: Path, monkeypatch) -> None:
+    import enginehub.harness.eventhubs.storage as storage
+
+    monkeypatch.setattr(storage, "MAX_BODY", 1000)
+    log = FileLog(tmp_path)
+    with pytest.raises(StorageError, match="larger than the log format allows"):
+        log.append([(b"ok", None), (b"x" * 2000, None)], T0)
+    assert log.next_seq == 0 and log.next_offset == 0
+    assert seg_files(tmp_path)[-1].stat().st_size == 0
+    log.close()
