@@ -327,9 +327,17 @@ class FileLog(_IndexedLog):
         if not found:
             self._new_segment(0, 0)
             return
+        # The tail is the newest segment holding data: only it may end in a torn batch. Segments after
+        # it are empty (a roll that happened just before a crash).
+        last_data = max((n for n, (_, _, path) in enumerate(found) if path.stat().st_size), default=0)
         for n, (base_offset, base_seq, path) in enumerate(found):
-            last = n == len(found) - 1
             if n and (base_seq != self.next_seq or base_offset != self.next_offset):
+                if n > last_data and self.truncated_bytes:
+                    # An empty segment started after the batches that the tail lost (a power loss
+                    # without fsync): it points past the end, so it goes too.
+                    LOG.warning("%s: removing an empty segment past the truncated tail", path)
+                    path.unlink()
+                    continue
                 raise StorageError(
                     f"{path}: segment starts at seq {base_seq} offset {base_offset} but the previous one "
                     f"ends at seq {self.next_seq} offset {self.next_offset} (a segment is missing or damaged)"
@@ -341,7 +349,7 @@ class FileLog(_IndexedLog):
             seg = _Segment(path, base_seq, base_offset, fd)
             self._segments.append(seg)
             self._seg_starts.append(base_offset)
-            self._scan(seg, last)
+            self._scan(seg, n >= last_data)
 
     def _scan(self, seg: _Segment, last: bool) -> None:
         """Index the records of ``seg``; truncate a torn tail when it is the newest segment."""

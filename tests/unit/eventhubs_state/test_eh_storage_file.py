@@ -298,3 +298,23 @@ def test_oversized_record_rejected_before_anything_is_written(tmp_path: Path, mo
     assert log.next_seq == 0 and log.next_offset == 0
     assert seg_files(tmp_path)[-1].stat().st_size == 0
     log.close()
+
+
+def test_torn_tail_before_an_empty_rolled_segment(tmp_path: Path) -> None:
+    """Power loss without fsync: the new (empty) segment exists but the end of the previous one is lost."""
+    log = FileLog(tmp_path, segment_bytes=4096)
+    while log.segment_count < 2:
+        log.append([(b"p" * 500, None), (b"q" * 500, None)], T0)
+    keep = log._offsets[-2]  # everything before the last batch
+    kept_seq = log.next_seq - 2
+    log.close()
+    full, empty = seg_files(tmp_path)[-2:]
+    assert empty.stat().st_size == 0
+    base = int(full.name.split("-")[1].split(".")[0])
+    with open(full, "r+b") as f:
+        f.truncate(keep - base + 7)  # half of the last batch's first record survived
+    again = FileLog(tmp_path, segment_bytes=4096)
+    assert (again.next_seq, again.next_offset) == (kept_seq, keep)
+    assert not empty.exists()
+    assert again.append([(b"after", None)], T0)[0].offset == keep
+    again.close()
