@@ -1,0 +1,248 @@
+"""RUL labels, preprocessing, windows and metrics: on the real files and as properties."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from enginehub.datasets import cmapss
+from enginehub.datasets import labels as L
+from enginehub.datasets.schema import Row
+
+# subset: test units < 30 cycles, shortest test unit, true RUL range, units with true RUL > 125,
+# and the capped "oracle" RMSE / score for caps 125 and 130 -- docs/cmapss.md sections 1 and 3.
+DOC = {
+    "FD001": (0, 31, (7, 145), 11, (3.74, 14.6), (2.40, 7.0)),
+    "FD002": (6, 21, (6, 194), 57, (18.32, 2010), (16.31, 1351)),
+    "FD003": (0, 38, (6, 145), 15, (4.71, 22.7), (3.19, 11.2)),
+    "FD004": (11, 19, (6, 195), 67, (19.53, 2130), (17.35, 1430)),
+}
+
+
+@pytest.fixture(scope="module", params=list(DOC))
+def subset(request: pytest.FixtureRequest, cmapss_dir: Path) -> cmapss.Subset:
+    return cmapss.load_subset(request.param, cmapss_dir)
+
+
+def test_test_windows_padding_and_oracle_metrics(subset: cmapss.Subset) -> None:
+    short, shortest, rul_range, over_125, oracle125, oracle130 = DOC[subset.name]
+    units, cycles = L.rows_arrays(subset.test)
+    x = L.sensor_matrix(subset.test)
+    w = L.last_windows(x, units, cycles=cycles)
+    assert len(w) == subset.test_units and w.padded_units == short
+    assert w.x.shape == (subset.test_units, 30, 14)
+    assert int((~w.mask).any(axis=1).sum()) == short
+    assert 30 - int(w.mask.sum(axis=1).min()) == max(0, 30 - shortest)
+    assert np.array_equal(w.units, np.arange(1, subset.test_units + 1))
+    assert np.array_equal(w.cycles, [L.last_cycles(subset.test)[u] for u in range(1, subset.test_units + 1)])
+    assert len(L.last_windows(x, units, pad="skip")) == subset.test_units - short
+    assert L.last_windows(x, units, length=shortest).padded_units == 0
+    assert L.last_windows(x, units, length=shortest + 1).padded_units >= 1
+    rul = np.array(subset.rul)
+    assert (rul.min(), rul.max()) == rul_range and int((rul > 125).sum()) == over_125
+    for cap, (want_rmse, want_score) in ((125, oracle125), (130, oracle130)):
+        oracle = L.capped(rul, cap)
+        assert L.rmse(oracle, rul) == pytest.approx(want_rmse, abs=0.005)
+        assert L.phm08_score(oracle, rul) == pytest.approx(want_score, abs=0.5)
+
+
+def test_train_labels_and_windows(subset: cmapss.Subset) -> None:
+    y = L.rul_train(subset.train)
+    lengths = cmapss.unit_lengths(subset.train)
+    units, cycles = L.rows_arrays(subset.train)
+    assert y.max() == 125 and y.min() == 0
+    assert int((y == 0).sum()) == subset.train_units  # RUL 0 at each unit's last row
+    assert np.array_equal(
+        L.rul_train(subset.train, cap=None), [lengths[u] - c for u, c in zip(units, cycles, strict=True)]
+    )
+    w = L.sliding_windows(L.sensor_matrix(subset.train), units, y, cycles)
+    assert len(w) == sum(n - 29 for n in lengths.values()) and w.padded_units == 0  # lives >= 128
+    i = len(w) // 2
+    assert w.y[i] == y[np.flatnonzero((units == w.units[i]) & (cycles == w.cycles[i]))[0]]
+
+
+def test_fd001_label_values(cmapss_dir: Path) -> None:
+    rows = cmapss.read_rows(cmapss_dir / "train_FD001.txt")
+    y = L.rul_train(rows)
+    assert y[0] == 125 and L.rul_train(rows, cap=None)[0] == 191  # unit 1 fails at cycle 192
+    assert L.rul_train(rows, cap=130)[0] == 130
+    test = cmapss.read_rows(cmapss_dir / "test_FD001.txt")
+    rul = cmapss.read_rul(cmapss_dir / "RUL_FD001.txt")
+    yt = L.rul_test(test, rul)
+    assert yt[30] == 112 and yt[0] == 112 + 30  # unit 1: 31 test cycles, true RUL 112 after the last
+    assert L.rul_test(test, rul, cap=125)[0] == 125
+
+
+def test_constant_sensors_and_conditions(cmapss_dir: Path) -> None:
+    fd001 = cmapss.read_rows(cmapss_dir / "train_FD001.txt")
+    assert L.constant_sensors(fd001) == (1, 5, 10, 16, 18, 19)
+    assert L.constant_sensors(fd001, max_distinct=2) == (1, 5, 6, 10, 16, 18, 19)
+    assert set(L.DEFAULT_SENSORS) == set(range(1, 22)) - set(L.constant_sensors(fd001, 2))
+    fd002 = cmapss.read_rows(cmapss_dir / "train_FD002.txt")
+    assert L.constant_sensors(fd002) == ()
+    assert L.constant_sensors(fd002, by_condition=True) == (1, 5, 18, 19)
+    assert L.constant_sensors(fd002, max_distinct=3, by_condition=True) == (1, 5, 6, 10, 16, 18, 19)
+    conditions = L.operating_conditions(fd002)
+    assert np.bincount(conditions)[1:].tolist() == [8044, 8096, 8122, 8002, 8037, 13458]
+    assert set(L.operating_conditions(fd001).tolist()) == {1}
+
+
+def test_per_condition_zscore_on_fd002(cmapss_dir: Path) -> None:
+    sub = cmapss.load_subset("FD002", cmapss_dir)
+    x, cond = L.sensor_matrix(sub.train, range(1, 22)), L.operating_conditions(sub.train)
+    scaler = L.fit_zscore(x, cond)
+    z = scaler.transform(x, cond)
+    assert np.all(np.isfinite(z))
+    for c in range(1, 7):
+        part = z[cond == c]
+        assert np.allclose(part.mean(axis=0), 0, atol=1e-6)
+        spread = part.std(axis=0)
+        assert np.allclose(spread[[j - 1 for j in L.DEFAULT_SENSORS]], 1.0)
+        assert np.all(part[:, [0, 4, 17, 18]] == 0)  # constant per condition -> 0, not NaN
+    zt = scaler.transform(L.sensor_matrix(sub.test, range(1, 22)), L.operating_conditions(sub.test))
+    assert np.all(np.isfinite(zt)) and abs(float(zt[:, 1].mean())) < 0.5  # train statistics apply to test
+    # Without conditions, FD002 sensors are dominated by the condition: global z-scores are far wider.
+    g = L.fit_zscore(x).transform(x)
+    assert np.allclose(g.std(axis=0)[1], 1.0) and np.allclose(g.mean(axis=0), 0, atol=1e-9)
+
+
+def test_minmax_maps_train_range_to_minus_one_one() -> None:
+    x = np.array([[0.0, 5.0, 2.0], [10.0, 5.0, 4.0], [5.0, 5.0, 3.0]])
+    s = L.fit_minmax(x)
+    out = s.transform(x)
+    assert out[:, 0].tolist() == [-1.0, 1.0, 0.0] and out[:, 1].tolist() == [0.0, 0.0, 0.0]
+    assert s.transform(np.array([[20.0, 7.0, 2.0]])).tolist() == [[3.0, 0.0, -1.0]]
+    per = L.fit_minmax(x, np.array([1, 1, 2]))
+    assert per.transform(x, np.array([1, 1, 2]))[:, 0].tolist() == [-1.0, 1.0, 0.0]
+
+
+def test_scaler_errors() -> None:
+    x = np.ones((4, 2))
+    per = L.fit_zscore(x, np.array([1, 1, 2, 2]))
+    with pytest.raises(ValueError, match="pass the rows' conditions"):
+        per.transform(x)
+    with pytest.raises(ValueError, match=r"conditions \[3\] were not seen"):
+        per.transform(x, np.array([1, 2, 3, 1]))
+    with pytest.raises(ValueError, match="conditions for 4 rows"):
+        per.transform(x, np.array([1, 2]))
+    with pytest.raises(ValueError, match=r"expected \(n, 2\) features"):
+        per.transform(np.ones((4, 3)), np.array([1, 1, 2, 2]))
+    with pytest.raises(ValueError, match="non-empty"):
+        L.fit_zscore(np.empty((0, 2)))
+    with pytest.raises(ValueError, match="conditions for 4 rows"):
+        L.fit_minmax(x, np.array([1]))
+
+
+def test_operating_condition_and_sensor_errors() -> None:
+    assert (
+        L.operating_condition((42.0049, 0.84, 100.0)) == 6 and L.operating_condition((-0.0007, 0, 100)) == 1
+    )
+    with pytest.raises(ValueError, match="no C-MAPSS operating condition"):
+        L.operating_condition((15.0, 0.5, 100.0))
+    with pytest.raises(ValueError, match="sensor numbers are 1..21"):
+        L.sensor_matrix([], (0, 2))
+    assert L.sensor_matrix([], (2, 3)).shape == (0, 2)
+    with pytest.raises(ValueError, match="max_distinct"):
+        L.constant_sensors([], 0)
+    with pytest.raises(ValueError, match="no rows"):
+        L.constant_sensors([])
+
+
+def test_label_errors() -> None:
+    rows = [Row(1, c, (0.0, 0.0, 100.0), (1.0,) * 21) for c in (1, 2)] + [
+        Row(2, 1, (0.0, 0.0, 100.0), (1.0,) * 21)
+    ]
+    with pytest.raises(ValueError, match="units up to 2 but 1 RUL values"):
+        L.rul_test(rows, [5])
+    with pytest.raises(ValueError, match="cap must be >= 0"):
+        L.rul_train(rows, cap=-1)
+    assert L.rul_train(rows).tolist() == [1, 0, 0]
+    assert L.rul_test(rows, [5, 7]).tolist() == [6, 5, 7]
+    assert L.capped([1.0, 200.0], None).tolist() == [1.0, 200.0]
+
+
+# ---------------------------------------------------------------- windows as properties
+
+
+@given(
+    st.lists(st.integers(1, 12), min_size=1, max_size=6),
+    st.integers(1, 8),
+    st.integers(1, 3),
+    st.sampled_from(["repeat", "zero", "skip"]),
+)
+def test_window_counts_and_contents(lengths: list[int], length: int, stride: int, pad: str) -> None:
+    units = np.repeat(np.arange(1, len(lengths) + 1), lengths)
+    cycles = np.concatenate([np.arange(1, n + 1) for n in lengths])
+    x = np.c_[units * 100 + cycles, -cycles].astype(float)
+    y = cycles * 2.0
+    w = L.sliding_windows(x, units, y, cycles, length=length, stride=stride, pad=pad)  # type: ignore[arg-type]
+    short = sum(n < length for n in lengths)
+    full = sum((n - length) // stride + 1 for n in lengths if n >= length)
+    assert w.padded_units == (0 if pad == "skip" else short)
+    assert len(w) == full + w.padded_units and w.x.shape == (len(w), length, 2)
+    for i in range(len(w)):
+        real = w.x[i][w.mask[i]]
+        assert real[-1, 0] == w.units[i] * 100 + w.cycles[i] and w.y[i] == 2 * w.cycles[i]
+        assert np.array_equal(np.diff(real[:, 0]), np.ones(len(real) - 1))  # consecutive cycles of one unit
+        if not w.mask[i].all():
+            fill = w.x[i][~w.mask[i]]
+            assert np.all(fill == (real[0] if pad == "repeat" else 0.0))
+    last = L.last_windows(x, units, y, cycles, length=length, pad=pad)  # type: ignore[arg-type]
+    assert len(last) == len(lengths) - (short if pad == "skip" else 0)
+    assert all(
+        c == n for c, n in zip(last.cycles, [n for n in lengths if pad != "skip" or n >= length], strict=True)
+    )
+
+
+def test_window_errors() -> None:
+    x, units = np.zeros((4, 2)), np.array([1, 1, 2, 1])
+    with pytest.raises(ValueError, match="not unit-contiguous"):
+        L.sliding_windows(x, units)
+    with pytest.raises(ValueError, match="length and stride must be >= 1"):
+        L.sliding_windows(x, np.array([1, 1, 2, 2]), length=0)
+    with pytest.raises(ValueError, match="pad must be"):
+        L.last_windows(x, np.array([1, 1, 2, 2]), pad="mirror")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="one unit id per row"):
+        L.sliding_windows(x, np.array([1, 1]))
+    with pytest.raises(ValueError, match="one entry per row"):
+        L.sliding_windows(x, np.array([1, 1, 2, 2]), y=np.zeros(3))
+    empty = L.sliding_windows(np.empty((0, 3)), np.array([], dtype=int))
+    assert empty.x.shape == (0, 30, 3) and empty.padded_units == 0
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def test_metric_reference_values() -> None:
+    e = math.e - 1
+    assert L.phm08_score([-13.0], [0.0]) == pytest.approx(e) and L.phm08_score(
+        [10.0], [0.0]
+    ) == pytest.approx(e)
+    assert L.phm08_score([90.0, 110.0], [100.0, 100.0]) == pytest.approx(2.876387, abs=1e-6)
+    assert L.phm08_score([5.0], [5.0]) == 0.0
+    assert L.phm08_terms([0.0, 20.0], [10.0, 10.0]).tolist() == pytest.approx([math.expm1(10 / 13), e])
+    assert L.rmse([1.0, 2.0, 3.0], [1.0, 2.0, 3.0]) == 0.0
+    assert L.rmse([0.0, 0.0], [3.0, -4.0]) == pytest.approx(math.sqrt(12.5))
+
+
+@given(st.lists(st.floats(-200, 200), min_size=1, max_size=20), st.floats(0.1, 50))
+def test_late_costs_more_than_early(errors: list[float], shift: float) -> None:
+    true = np.zeros(len(errors))
+    d = np.abs(errors) + shift
+    assert L.phm08_score(d, true) > L.phm08_score(-d, true) > 0
+    assert L.rmse(d, true) == pytest.approx(L.rmse(-d, true))
+
+
+@pytest.mark.parametrize(
+    ("pred", "true", "message"),
+    [([1.0], [1.0, 2.0], "same length"), ([], [], "no predictions"), ([math.nan], [1.0], "finite")],
+)
+def test_metric_errors(pred: list[float], true: list[float], message: str) -> None:
+    for metric in (L.rmse, L.phm08_score):
+        with pytest.raises(ValueError, match=message):
+            metric(pred, true)
