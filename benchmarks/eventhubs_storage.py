@@ -68,6 +68,24 @@ def run_reads(store: EventHubsStore, max_count: int) -> tuple[float, int]:
     return time.perf_counter() - t0, total
 
 
+def run_tail(store: EventHubsStore, events: int, batch: int, payload_size: int) -> float:
+    """Live streaming: each append is read back at once by a consumer tailing the partition."""
+    p = store.hub("eh1").partitions["0"]
+    payload = os.urandom(payload_size)
+    seq = p.last_sequence_number + 1
+    n = 0
+    t0 = time.perf_counter()
+    while n < events:
+        p.append([(payload, None)] * batch)
+        while True:
+            page = p.read(seq, 300)
+            if not page:
+                break
+            seq = page[-1].sequence_number + 1
+        n += batch
+    return time.perf_counter() - t0
+
+
 def reopen_child(args: argparse.Namespace) -> None:
     """Run in a fresh process: open the data dir, report RSS and recovery time as JSON."""
     gc.collect()
@@ -172,6 +190,12 @@ def main() -> int:
             reopen_rss_after_full_read_mib=reopen["rss_after_full_read_mib"],
             cold_read_events_per_s=reopen["cold_read_events"] / reopen["cold_read_s"],
         )
+        store = EventHubsStore(make_config(args.partitions, args.segment_mib), data_dir=data_dir)
+        tail_n = min(args.events, 100_000)
+        results["file_tail_append_plus_read_us_per_event"] = (
+            run_tail(store, tail_n, args.batch, args.payload) / tail_n * 1e6
+        )
+        store.close()
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
