@@ -6,7 +6,17 @@ the file, so it survives ``kill -9`` of the emulator; add ``fsync`` in the confi
 
 Without a data dir the logs live in memory. With one, each hub gets a directory
 (``<data_dir>/<hub name lower-cased>/``) holding ``hub.json`` (creation time) and one directory per
-partition with the segment files described in ``storage.py``.
+partition with the segment files described in ``storage.py``. A data dir is locked (flock on
+``<data_dir>/.lock``) so two emulators never write the same logs.
+
+Limitations (by design):
+* Retention: a memory log drops single events; a file log drops whole sealed segments, so an event may
+  outlive the retention by up to one segment's worth of appends. Trimming happens on append, on
+  ``trim()`` and in ``run_retention()``.
+* Once every retained event has expired, ``last_sequence_number`` still reports the last sequence
+  number ever assigned, while ``last_offset`` is -1 and ``last_enqueued_time_ms`` is 0.
+* Partition counts come from the config: more partitions than on disk start empty; fewer leave the
+  extra directories untouched (logged) and unserved.
 """
 
 from __future__ import annotations
