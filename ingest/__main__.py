@@ -1,0 +1,5 @@
+"""``python -m enginehub.ingest`` = the ``ingest`` command."""
+
+from enginehub.ingest.cli import main
+
+raise SystemExit(main())

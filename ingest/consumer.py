@@ -1,0 +1,317 @@
+"""The ingestion consumer: EventHubConsumerClient (aio) + injected checkpoint store + injected sink.
+
+Per partition the SDK hands us batches (``receive_batch``: at most ``batch_size`` events, or whatever
+arrived within ``batch_wait`` seconds). For each batch: rules -> rows and dead letters -> write until the
+sink confirms every row -> only then ``update_checkpoint(last event)``. While the sink is down the handler
+keeps retrying the same batch, so the SDK stops handing out events for that partition (its buffer is
+bounded by ``prefetch`` + one batch): memory stays bounded and the checkpoint never passes an unwritten
+event. When the sink returns, the batch is written, checkpointed, and consumption resumes.
+
+Load balancing uses the SDK's own algorithm with tight defaults (``load_balancing_interval`` 1.5 s,
+``ownership_expiry`` 5 s instead of 30 s / 180 s): a crashed node's partitions are claimable 5 s after its
+last renewal and claimed within one interval (+20 % jitter) of that, i.e. within about 7 s.
+
+Graceful stop (``request_stop``/SIGTERM): new batches are no longer processed (they stay unCheckpointed
+and go to the next owner), the batches in flight are finished and checkpointed (bounded by
+``drain_timeout``), then the client is closed. Closing is how the SDK releases ownership: there is no
+public release call, but ``EventHubConsumerClient.close()`` stops the EventProcessor, whose partition
+tasks end in ``_close_consumer`` -> ``OwnershipManager.release_ownership``, which claims each still-valid
+ownership with ``owner_id = ""`` so other nodes take it at their next balancing cycle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from enginehub.ingest.metrics import Metrics
+from enginehub.ingest.model import EventRecord, jsonable
+from enginehub.ingest.rules import RuleSet, route_batch
+from enginehub.ingest.sinks.base import Sink
+from enginehub.ingest.writer import ConfirmingWriter
+
+LOG = logging.getLogger(__name__)
+
+DEVICE_ID_KEYS = (b"iothub-connection-device-id",)
+
+
+@dataclass
+class ConsumerOptions:
+    consumer_group: str = "$Default"
+    batch_size: int = 500
+    batch_wait: float = 0.5
+    prefetch: int = 1000
+    load_balancing_interval: float = 1.5
+    ownership_expiry: float = 5.0
+    owner_id: str | None = None
+    starting_position: str | int = "-1"  # "-1" = earliest, "@latest" = only new events
+    drain_timeout: float = 30.0
+    retry_initial: float = 0.2
+    retry_max: float = 5.0
+    max_row_attempts: int = 5
+    sink_threads: int = 1
+    track_lag: bool = True
+
+    def validate(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError("batch size must be >= 1")
+        if self.batch_wait <= 0:
+            raise ValueError("batch wait must be > 0 seconds")
+        if self.load_balancing_interval <= 0:
+            raise ValueError("load balancing interval must be > 0 seconds")
+        if self.ownership_expiry <= self.load_balancing_interval * 1.2:
+            raise ValueError(
+                f"ownership expiry ({self.ownership_expiry} s) must exceed the load balancing interval "
+                f"plus its 20 % jitter ({self.load_balancing_interval * 1.2:.1f} s), or owners flap"
+            )
+        if self.prefetch < 1 or self.sink_threads < 1 or self.max_row_attempts < 1:
+            raise ValueError("prefetch, sink threads and max row attempts must be >= 1")
+
+
+def _body_bytes(event: Any) -> bytes:
+    body = event.body
+    if isinstance(body, bytes | bytearray):
+        return bytes(body)
+    try:
+        parts = list(body)
+    except TypeError:
+        return str(body).encode("utf-8")
+    if all(isinstance(p, bytes | bytearray) for p in parts):
+        return b"".join(parts)
+    return event.body_as_str().encode("utf-8")
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def to_record(event: Any, eventhub: str, consumer_group: str, partition_id: str) -> EventRecord:
+    """An SDK ``EventData`` as an :class:`EventRecord` (bytes keys/values decoded)."""
+    system = event.system_properties or {}
+    props = {str(_text(k)): jsonable(v) for k, v in (event.properties or {}).items()}
+    device = None
+    for key in DEVICE_ID_KEYS:
+        if key in system:
+            device = _text(system[key])
+            break
+    if device is None:
+        device = _text(props.get("device_id") or props.get("iothub-connection-device-id"))
+    return EventRecord(
+        eventhub=eventhub,
+        consumer_group=consumer_group,
+        partition_id=partition_id,
+        sequence_number=int(event.sequence_number),
+        offset=str(event.offset),
+        enqueued_time=event.enqueued_time,
+        body=_body_bytes(event),
+        message_id=_text(event.message_id),
+        device_id=device,
+        partition_key=_text(event.partition_key),
+        content_type=_text(event.content_type),
+        properties=props,
+        system_properties=jsonable(dict(system)),
+    )
+
+
+class IngestConsumer:
+    """``await consumer.run()`` until ``request_stop()``; returns 0 when every in-flight batch was
+    written and checkpointed, 3 when the drain timed out (nothing lost: unconfirmed batches are simply not
+    checkpointed and are read again by the next owner)."""
+
+    def __init__(
+        self,
+        client_factory: Callable[..., Any],
+        checkpoint_store: Any,
+        sink: Sink,
+        rules: RuleSet,
+        options: ConsumerOptions | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.options = options or ConsumerOptions()
+        self.options.validate()
+        self._client_factory = client_factory
+        self.checkpoint_store = checkpoint_store
+        self.sink = sink
+        self.rules = rules
+        self.metrics = metrics or Metrics()
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=self.options.sink_threads, thread_name_prefix="ingest-sink"
+        )
+        self.writer = ConfirmingWriter(
+            sink,
+            self.metrics,
+            run=self._in_thread,
+            retry_initial=self.options.retry_initial,
+            retry_max=self.options.retry_max,
+            max_row_attempts=self.options.max_row_attempts,
+        )
+        self._draining = False
+        self._give_up = False
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._stop = asyncio.Event()
+        self.client: Any = None
+        self.owner_id: str | None = None
+
+    async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def request_stop(self) -> None:
+        """Graceful stop: finish the batches in flight, checkpoint, release ownership (signal-safe)."""
+        if not self._stop.is_set():
+            LOG.info("stop requested: finishing %d batch(es) in flight", self._inflight)
+        self._draining = True
+        self._stop.set()
+
+    # -- SDK callbacks ------------------------------------------------------------------------------------
+    async def _on_batch(self, ctx: Any, events: list[Any]) -> None:
+        pid = ctx.partition_id
+        if self._draining:
+            return  # not processed, not checkpointed: the next owner reads these again
+        self._note_lag(ctx)
+        if not events:
+            return
+        self._inflight += 1
+        self._idle.clear()
+        started = time.monotonic()
+        try:
+            eventhub = ctx.eventhub_name
+            records = [to_record(e, eventhub, ctx.consumer_group, pid) for e in events]
+            routed = route_batch(records, self.rules)
+            self.metrics.events += len(records)
+            if routed.unmatched:
+                self.metrics.unmatched += routed.unmatched
+                LOG.warning(
+                    "partition %s: %d event(s) matched no rule (%s)",
+                    pid,
+                    routed.unmatched,
+                    "dead-lettered" if self.rules.unmatched == "dead-letter" else "counted, not stored",
+                )
+            confirmed = await self.writer.write(
+                routed.rows, routed.dead_letters, give_up=lambda: self._give_up
+            )
+            if not confirmed:
+                LOG.warning(
+                    "partition %s: batch %d..%d not confirmed before shutdown; not checkpointed",
+                    pid,
+                    records[0].sequence_number,
+                    records[-1].sequence_number,
+                )
+                return
+            try:
+                await ctx.update_checkpoint(events[-1])
+                state = self.metrics.partition(pid)
+                state.last_sequence = records[-1].sequence_number
+                state.checkpoints += 1
+            except Exception as exc:  # next batch's checkpoint covers this one; rows are idempotent
+                self.metrics.checkpoint_errors += 1
+                LOG.warning("partition %s: checkpoint failed (%s); will be covered by the next one", pid, exc)
+            self.metrics.observe_batch(time.monotonic() - started)
+        finally:
+            self._inflight -= 1
+            if self._inflight == 0:
+                self._idle.set()
+
+    def _note_lag(self, ctx: Any) -> None:
+        if not self.options.track_lag:
+            return
+        try:
+            props = ctx.last_enqueued_event_properties
+        except Exception:  # not tracked by this SDK/service
+            return
+        if props and props.get("sequence_number") is not None:
+            self.metrics.partition(ctx.partition_id).last_enqueued = int(props["sequence_number"])
+
+    async def _on_init(self, ctx: Any) -> None:
+        self.metrics.owned.add(ctx.partition_id)
+        LOG.info("partition %s claimed by %s", ctx.partition_id, self.owner_id)
+
+    async def _on_close(self, ctx: Any, reason: Any) -> None:
+        self.metrics.owned.discard(ctx.partition_id)
+        LOG.info("partition %s closed (%s)", ctx.partition_id, getattr(reason, "name", reason))
+
+    async def _on_error(self, ctx: Any, error: Exception) -> None:
+        where = f"partition {ctx.partition_id}" if ctx is not None else "load balancing"
+        LOG.warning("%s: %s: %s", where, type(error).__name__, error)
+
+    # -- lifecycle ----------------------------------------------------------------------------------------
+    def _apply_owner_id(self) -> None:
+        """The SDK has no owner-id option: EventProcessor draws a uuid4 in __init__. ``receive_batch``
+        creates the processor and registers it before its first await, so it can be set here, before the
+        first claim. Without the private attributes the SDK's uuid stays (logged)."""
+        processors = list(getattr(self.client, "_event_processors", {}).values())
+        if not processors:
+            LOG.warning("could not find the SDK's event processor; owner id not applied")
+            return
+        processor = processors[0]
+        if self.options.owner_id:
+            manager = getattr(processor, "_ownership_manager", None)
+            if manager is None or not hasattr(processor, "_id"):
+                LOG.warning("SDK internals changed: --owner-id %s not applied", self.options.owner_id)
+            else:
+                processor._id = self.options.owner_id
+                manager.owner_id = self.options.owner_id
+        self.owner_id = getattr(processor, "_id", None)
+
+    async def run(self) -> int:
+        opts = self.options
+        await self._in_thread(self.sink.open, self.rules.tables())
+        self.client = self._client_factory(
+            checkpoint_store=self.checkpoint_store,
+            load_balancing_interval=opts.load_balancing_interval,
+            partition_ownership_expiration_interval=opts.ownership_expiry,
+        )
+        receive = asyncio.create_task(
+            self.client.receive_batch(
+                on_event_batch=self._on_batch,
+                max_batch_size=opts.batch_size,
+                max_wait_time=opts.batch_wait,
+                starting_position=opts.starting_position,
+                prefetch=opts.prefetch,
+                track_last_enqueued_event_properties=opts.track_lag,
+                on_partition_initialize=self._on_init,
+                on_partition_close=self._on_close,
+                on_error=self._on_error,
+            ),
+            name="ingest-receive",
+        )
+        await asyncio.sleep(0)  # let receive_batch create its EventProcessor (no I/O yet)
+        self._apply_owner_id()
+        LOG.info("consumer %s started (consumer group %s)", self.owner_id, opts.consumer_group)
+        stop_wait = asyncio.create_task(self._stop.wait())
+        done, _ = await asyncio.wait({receive, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        code = 0
+        if receive in done:
+            stop_wait.cancel()
+            exc = receive.exception()
+            LOG.error("receiving ended unexpectedly: %r", exc)
+            code = 1
+        self._draining = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), opts.drain_timeout)
+        except TimeoutError:
+            LOG.warning(
+                "drain timeout (%.0f s): %d batch(es) still unconfirmed and NOT checkpointed (nothing lost: "
+                "they will be read again)",
+                opts.drain_timeout,
+                self._inflight,
+            )
+            self._give_up = True
+            code = code or 3
+        await self.client.close()  # stops the processor -> releases ownership (owner_id "")
+        receive.cancel()
+        await asyncio.gather(receive, return_exceptions=True)
+        self._executor.shutdown(wait=True)
+        await asyncio.to_thread(self.sink.close)
+        LOG.info("consumer stopped: %s", self.metrics.log_line())
+        return code

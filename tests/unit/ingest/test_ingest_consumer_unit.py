@@ -1,0 +1,217 @@
+"""The consumer's batch handler and the confirming writer, with the in-memory sink and fake contexts
+(no network: the SDK is exercised for real in tests/integration/ingest)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from enginehub.ingest.cli import build_parser, main
+from enginehub.ingest.consumer import ConsumerOptions, IngestConsumer, to_record
+from enginehub.ingest.metrics import Metrics
+from enginehub.ingest.model import DEFAULT_TABLE
+from enginehub.ingest.rules import load_rules, parse_rules, route_batch
+from enginehub.ingest.sinks.memory import MemorySink
+from enginehub.ingest.testing import make_event, message_id, seed_line
+from enginehub.ingest.writer import ConfirmingWriter
+
+
+class FakeEvent:
+    """Quacks like azure.eventhub.EventData for to_record()."""
+
+    def __init__(
+        self, seq: int, body: bytes, mid: str | None = None, device: str | None = "engine-1"
+    ) -> None:
+        self.sequence_number = seq
+        self.offset = str(seq * 10)
+        self.enqueued_time = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+        self.body = iter([body])  # DATA body: an iterable of bytes sections
+        self.message_id = mid
+        self.partition_key = None
+        self.content_type = None
+        self.properties = {b"fleet": b"A"}
+        self.system_properties = {b"iothub-connection-device-id": device.encode()} if device else {}
+
+
+class FakeContext:
+    def __init__(self, pid: str = "0") -> None:
+        self.partition_id = pid
+        self.eventhub_name = "eh1"
+        self.consumer_group = "$Default"
+        self.checkpoints: list[int] = []
+        self.last_enqueued_event_properties = {"sequence_number": 99}
+
+    async def update_checkpoint(self, event: Any) -> None:
+        self.checkpoints.append(event.sequence_number)
+
+
+def _events(start: int, n: int) -> list[FakeEvent]:
+    return [FakeEvent(i, seed_line(1, i + 1).encode(), message_id(1, i + 1)) for i in range(start, start + n)]
+
+
+def _consumer(sink: MemorySink, rules=None, **opts: Any) -> IngestConsumer:
+    options = ConsumerOptions(retry_initial=0.001, retry_max=0.01, **opts)
+    return IngestConsumer(lambda **kw: None, None, sink, rules or load_rules(None), options)
+
+
+def test_to_record_maps_sdk_fields() -> None:
+    rec = to_record(FakeEvent(5, b"x", "m-5"), "eh1", "$Default", "2")
+    assert (rec.partition_id, rec.sequence_number, rec.offset, rec.body) == ("2", 5, "50", b"x")
+    assert (rec.message_id, rec.device_id, rec.identity_key) == ("m-5", "engine-1", "mid:m-5")
+    assert rec.properties == {"fleet": "A"}
+    assert rec.system_properties == {"iothub-connection-device-id": "engine-1"}
+
+
+async def test_batch_is_checkpointed_only_after_the_write() -> None:
+    sink, ctx = MemorySink(), FakeContext()
+    consumer = _consumer(sink)
+    await consumer._on_batch(ctx, _events(0, 10))
+    assert sink.count(DEFAULT_TABLE) == 10 and ctx.checkpoints == [9]
+    assert consumer.metrics.rows_written == 10 and consumer.metrics.partition("0").lag == 90
+
+
+async def test_sink_outage_blocks_the_partition_without_checkpoint_then_resumes() -> None:
+    sink, ctx = MemorySink(), FakeContext()
+    consumer = _consumer(sink)
+    sink.down = True
+    task = asyncio.create_task(consumer._on_batch(ctx, _events(0, 5)))
+    for _ in range(200):  # poll until several retries were made
+        await asyncio.sleep(0.005)
+        if sink.write_calls >= 3:
+            break
+    assert sink.write_calls >= 3, "no retries observed"
+    assert not task.done() and ctx.checkpoints == [] and consumer.metrics.sink_down
+    sink.down = False
+    await asyncio.wait_for(task, 5)
+    assert ctx.checkpoints == [4] and sink.count(DEFAULT_TABLE) == 5 and not consumer.metrics.sink_down
+
+
+async def test_giving_up_on_shutdown_leaves_the_checkpoint_alone() -> None:
+    sink, ctx = MemorySink(), FakeContext()
+    consumer = _consumer(sink)
+    sink.down = True
+    consumer._give_up = True
+    await consumer._on_batch(ctx, _events(0, 3))
+    assert ctx.checkpoints == [] and sink.count(DEFAULT_TABLE) == 0
+
+
+async def test_draining_consumer_ignores_new_batches() -> None:
+    sink, ctx = MemorySink(), FakeContext()
+    consumer = _consumer(sink)
+    consumer.request_stop()
+    await consumer._on_batch(ctx, _events(0, 3))
+    assert sink.write_calls == 0 and ctx.checkpoints == []
+
+
+async def test_poison_payloads_and_unmatched_events_are_dead_lettered_and_checkpointed() -> None:
+    sink, ctx = MemorySink(), FakeContext()
+    rules = parse_rules({"rule": [{"device_id": "engine-*"}]})
+    consumer = _consumer(sink, rules)
+    events = _events(0, 3) + [
+        FakeEvent(3, b"not a line"),
+        FakeEvent(4, b"\xff"),
+        FakeEvent(5, b"x", device="pump"),
+    ]
+    await consumer._on_batch(ctx, events)
+    assert sink.count(DEFAULT_TABLE) == 3
+    reasons = sorted((d.sequence_number, d.table) for d in sink.dead_letters)
+    assert reasons == [(3, DEFAULT_TABLE), (4, DEFAULT_TABLE), (5, "")]
+    assert ctx.checkpoints == [5]
+    assert (consumer.metrics.dead_letters, consumer.metrics.unmatched) == (3, 1)
+
+
+async def test_empty_batches_only_update_lag() -> None:
+    sink, ctx = MemorySink(), FakeContext()
+    consumer = _consumer(sink)
+    await consumer._on_batch(ctx, [])
+    assert sink.write_calls == 0 and consumer.metrics.partition("0").last_enqueued == 99
+
+
+async def test_writer_retries_retryable_rows_then_dead_letters_them() -> None:
+    sink = MemorySink()
+    rows = route_batch([make_event(i) for i in range(4)], load_rules(None)).rows
+    sink.fail_row = lambda row: (
+        ("UnavailableShardsException", True)
+        if row.sequence_number == 1
+        else (("Cannot cast", False) if row.sequence_number == 2 else None)
+    )
+    sleeps: list[float] = []
+
+    async def sleep(s: float) -> None:
+        sleeps.append(s)
+
+    writer = ConfirmingWriter(sink, Metrics(), sleep=sleep, max_row_attempts=3, retry_initial=0.1)
+    assert await writer.write(rows) is True
+    assert sink.count(DEFAULT_TABLE) == 2
+    dls = {d.sequence_number: d.reason for d in sink.dead_letters}
+    assert set(dls) == {1, 2}
+    assert "after 3 attempts" in dls[1] and dls[2] == "Cannot cast"
+    assert sleeps == [0.1, 0.2]  # two retries of row 1, with backoff
+    assert writer.metrics.rows_written == 2 and writer.metrics.dead_letters == 2
+
+
+def test_option_validation() -> None:
+    with pytest.raises(ValueError, match="ownership expiry"):
+        ConsumerOptions(load_balancing_interval=5, ownership_expiry=5).validate()
+    with pytest.raises(ValueError, match="batch size"):
+        ConsumerOptions(batch_size=0).validate()
+
+
+def test_prometheus_text() -> None:
+    m = Metrics(events=10, rows_written=8, dead_letters=2)
+    m.partition("1").last_enqueued = 20
+    m.partition("1").last_sequence = 15
+    m.observe_batch(0.02)
+    text = m.prometheus()
+    assert "enginehub_ingest_rows_written_total 8" in text
+    assert 'enginehub_ingest_partition_lag_events{partition="1"} 5' in text
+    assert 'enginehub_ingest_batch_seconds_bucket{le="0.025"} 1' in text
+    assert "enginehub_ingest_batch_seconds_count 1" in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "eventhub-connection-string is required"),
+        (
+            ["--eventhub-connection-string", "Endpoint=sb://x/;SharedAccessKeyName=a;SharedAccessKey=b"],
+            "--eventhub",
+        ),
+        (["--eventhub-connection-string", "X;EntityPath=e", "--sink", "mysql://x"], "unsupported sink"),
+        (
+            ["--eventhub-connection-string", "X;EntityPath=e", "--starting-position", "soon"],
+            "starting-position",
+        ),
+        (["--eventhub-connection-string", "X;EntityPath=e", "--checkpoint-container", "c"], "go together"),
+        (["--eventhub-connection-string", "X;EntityPath=e", "--rules", "/nonexistent.toml"], "not found"),
+    ],
+)
+def test_cli_rejects_bad_arguments_clearly(argv, message, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("EVENTHUB_CONNECTION_STRING", raising=False)
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_help_documents_the_contract() -> None:
+    text = build_parser().format_help()
+    for option in (
+        "--eventhub-connection-string",
+        "--sink",
+        "--eventhub",
+        "--consumer-group",
+        "--checkpoint-store",
+        "--checkpoint-container",
+        "--checkpoint-dir",
+        "--table",
+        "--load-balancing-interval",
+        "--ownership-expiry",
+        "--owner-id",
+        "--metrics-port",
+        "SIGTERM",
+    ):
+        assert option in text
