@@ -1,6 +1,8 @@
 """`enginehub-datasets`: validate the NASA C-MAPSS files, print synthetic rows.
 
     enginehub-datasets validate [--dir D] [--subset FD00x ...] [--json] [--no-checksums]
+    enginehub-datasets synthetic [--units N] [--conditions 1|6] [--seed S] [--format seed|json] [--limit N]
+    enginehub-datasets synthetic --out DIR [--name FD00x] [--json]
 
 Exit status: 0 when every file is valid, 1 when a file is missing or corrupt (the message names
 file:line:column), 2 on a usage or configuration error (e.g. no directory given and
@@ -60,7 +62,73 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument(
         "--no-checksums", action="store_true", help=f"do not compare files with {cmapss.CHECKSUMS_FILE}"
     )
+    syn = sub.add_parser(
+        "synthetic",
+        help="print synthetic C-MAPSS-shaped rows, or write a synthetic subset in the NASA file format",
+        description=(
+            "Seedable synthetic fleet (run to failure, 1 or 6 operating conditions, fitted to FD001/FD002). "
+            "Without --out, print the train rows, one payload per line (the seed line format or JSON). With "
+            "--out DIR, write train_/test_/RUL_<name>.txt and SHA256SUMS there, readable by `validate`."
+        ),
+    )
+    syn.add_argument("--units", type=int, default=100, help="engines (default 100)")
+    syn.add_argument("--conditions", type=int, choices=(1, 6), default=1, help="operating conditions (1)")
+    syn.add_argument("--seed", type=int, default=0, help="RNG seed (0); the same seed gives the same rows")
+    syn.add_argument("--format", choices=("seed", "json"), default="seed", help="payload format (seed)")
+    syn.add_argument("--limit", type=int, default=None, metavar="N", help="print at most N rows")
+    syn.add_argument("--out", metavar="DIR", help="write a subset (train, test, RUL) into DIR instead")
+    syn.add_argument(
+        "--name", default=None, metavar="FD00x", help="file names for --out (FD001, or FD002 with 6)"
+    )
+    syn.add_argument("--json", action="store_true", help="with --out: print one JSON summary line")
     return parser
+
+
+def _synthetic(args: argparse.Namespace) -> int:
+    from enginehub.datasets import codecs, synthetic
+
+    try:
+        config = synthetic.SyntheticConfig(units=args.units, conditions=args.conditions, seed=args.seed)
+        name = cmapss.check_subset(args.name or ("FD001" if args.conditions == 1 else "FD002"))
+        if args.limit is not None and args.limit < 0:
+            raise ValueError(f"--limit must be >= 0, got {args.limit}")
+    except ValueError as exc:
+        print(f"enginehub-datasets: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.out:
+        subset = synthetic.generate_subset(args.units, args.conditions, args.seed)
+        try:
+            paths = cmapss.write_subset(subset, args.out, name)
+        except OSError as exc:
+            print(f"enginehub-datasets: cannot write {args.out}: {exc}", file=sys.stderr)
+            return EXIT_INVALID
+        summary = {
+            "ok": True,
+            "dir": str(args.out),
+            "name": name,
+            "files": [p.name for p in paths],
+            "train_rows": len(subset.train),
+            "test_rows": len(subset.test),
+            "units": args.units,
+            "conditions": args.conditions,
+            "seed": args.seed,
+        }
+        if args.json:
+            print(json.dumps(summary))
+        else:
+            print(f"wrote {', '.join(summary['files'])} ({len(subset.train)} train rows) to {args.out}")
+        return EXIT_OK
+    encode = codecs.encode_line if args.format == "seed" else codecs.encode_json
+    out = sys.stdout
+    try:
+        for i, row in enumerate(synthetic.iter_fleet(config)):
+            if args.limit is not None and i >= args.limit:
+                break
+            out.write(encode(row) + "\n")
+        out.flush()
+    except BrokenPipeError:  # e.g. `| head`: stop quietly
+        sys.stdout = None  # type: ignore[assignment]  # no second error at interpreter exit
+    return EXIT_OK
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -118,6 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "validate":
         return _validate(args)
+    if args.command == "synthetic":
+        return _synthetic(args)
     parser.print_help(sys.stderr)
     return EXIT_USAGE
 

@@ -18,11 +18,11 @@ import hashlib
 import logging
 import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from enginehub.datasets.schema import N_COLUMNS, N_SETTINGS, Row
+from enginehub.datasets.schema import N_COLUMNS, N_SETTINGS, Row, format_values, row_problem
 
 LOG = logging.getLogger(__name__)
 
@@ -365,3 +365,88 @@ def validate(
         out.extend(summaries)
         LOG.debug("validated %s: %s", name, [s.as_dict() for s in summaries])
     return out
+
+
+# ---------------------------------------------------------------- writing files in the NASA format
+
+
+def format_line(row: Row) -> str:
+    """The NASA file line of `row`: 26 fields with the column decimals, two trailing spaces, LF."""
+    return " ".join(format_values(row)) + "  \n"
+
+
+def check_order(rows: Iterable[Row]) -> int:
+    """Check rows are well formed and in file order (units 1..N contiguous, cycles 1, 2, ...); the count.
+
+    Raises ValueError naming the 0-based row index.
+    """
+    prev: Row | None = None
+    n = 0
+    for n, row in enumerate(rows, 1):
+        problem = row_problem(row)
+        if problem:
+            raise ValueError(f"row {n - 1}: {problem}")
+        if prev is None:
+            ok = row.unit == 1 and row.cycle == 1
+        elif row.unit == prev.unit:
+            ok = row.cycle == prev.cycle + 1
+        else:
+            ok = row.unit == prev.unit + 1 and row.cycle == 1
+        if not ok:
+            after = "start" if prev is None else f"unit {prev.unit} cycle {prev.cycle}"
+            raise ValueError(f"row {n - 1}: unit {row.unit} cycle {row.cycle} cannot follow {after}")
+        prev = row
+    if n == 0:
+        raise ValueError("no rows")
+    return n
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="ascii", newline="")
+    tmp.replace(path)
+
+
+def write_rows(path: str | os.PathLike[str], rows: Sequence[Row]) -> Path:
+    """Write rows as a train_/test_ file, byte-for-byte in the NASA format; ValueError on bad rows
+    (nothing is written then). The file is replaced atomically."""
+    check_order(rows)
+    path = Path(path)
+    _write_text(path, "".join(format_line(r) for r in rows))
+    return path
+
+
+def write_rul(path: str | os.PathLike[str], rul: Sequence[int]) -> Path:
+    """Write an RUL_ file: one non-negative integer and a space per line."""
+    for i, v in enumerate(rul):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"RUL {i}: expected a non-negative int, got {v!r}")
+    if not rul:
+        raise ValueError("no RUL values")
+    path = Path(path)
+    _write_text(path, "".join(f"{v} \n" for v in rul))
+    return path
+
+
+def write_subset(
+    subset: Subset, directory: str | os.PathLike[str], name: str = "FD001", checksums: bool = True
+) -> list[Path]:
+    """Write train_/test_/RUL_<name>.txt (and SHA256SUMS listing them) so `validate` and `load_subset` read
+    them back; the directory is created. RUL lines must match the test units (ValueError)."""
+    name = check_subset(name)
+    if len(subset.rul) != subset.test_units:
+        raise ValueError(f"{len(subset.rul)} RUL values for {subset.test_units} test units")
+    check_order(subset.train)
+    check_order(subset.test)
+    base = Path(directory)
+    base.mkdir(parents=True, exist_ok=True)
+    paths = [
+        write_rows(base / file_name("train", name), subset.train),
+        write_rows(base / file_name("test", name), subset.test),
+        write_rul(base / file_name("RUL", name), subset.rul),
+    ]
+    if checksums:
+        listed = read_checksums(base / CHECKSUMS_FILE) if (base / CHECKSUMS_FILE).is_file() else {}
+        listed.update({p.name: sha256_file(p) for p in paths})
+        _write_text(base / CHECKSUMS_FILE, "".join(f"{d}  {n}\n" for n, d in sorted(listed.items())))
+    return paths

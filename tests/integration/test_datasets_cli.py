@@ -90,3 +90,24 @@ def test_help_explains_and_no_command_is_a_usage_error() -> None:
         assert word in proc.stdout
     proc = run()
     assert proc.returncode == 2 and "validate" in proc.stderr
+
+
+def test_synthetic_to_dir_then_validate_as_subprocesses(tmp_path: Path) -> None:
+    proc = run("synthetic", "--out", str(tmp_path), "--units", "5", "--seed", "9", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["files"] == ["train_FD001.txt", "test_FD001.txt", "RUL_FD001.txt"]
+    proc = run("validate", "--subset", "FD001", "--json", env={"ENGINEHUB_CMAPSS_DIR": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    files = json.loads(proc.stdout)["files"]
+    assert [f["units"] for f in files] == [5, 5, None] and {f["checksum"] for f in files} == {"ok"}
+
+
+def test_synthetic_rows_to_a_closed_pipe_exit_quietly() -> None:
+    producer = subprocess.Popen(
+        [str(SCRIPT), "synthetic", "--units", "200"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert producer.stdout is not None
+    first = producer.stdout.readline()
+    producer.stdout.close()  # like `| head -1`
+    _, err = producer.communicate(timeout=60)
+    assert first.startswith(b"1 1 ") and producer.returncode == 0 and b"Traceback" not in err

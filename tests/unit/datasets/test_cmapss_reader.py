@@ -303,3 +303,60 @@ def test_validate_file_rejects_foreign_names(tmp_path: Path) -> None:
         "sha256": "",
         "checksum": "skipped",
     }
+
+
+# ---------------------------------------------------------------- writing
+
+
+def test_written_subset_is_byte_identical_to_the_nasa_files(cmapss_dir: Path, tmp_path: Path) -> None:
+    data = cmapss.load_subset("FD001", cmapss_dir)
+    paths = cmapss.write_subset(data, tmp_path, "FD001")
+    for path in paths:
+        assert path.read_bytes() == (cmapss_dir / path.name).read_bytes(), path.name
+    assert [s.checksum for s in cmapss.validate(tmp_path, ["FD001"])] == ["ok", "ok", "ok"]
+    assert cmapss.read_checksums(tmp_path / "SHA256SUMS") == {
+        k: v for k, v in cmapss.read_checksums(cmapss_dir / "SHA256SUMS").items() if k.endswith("FD001.txt")
+    }
+
+
+def test_write_subset_keeps_other_checksums_and_renames(tmp_path: Path) -> None:
+    write_subset(tmp_path, [2], [1], [3])
+    small = cmapss.load_subset("FD001", tmp_path)
+    cmapss.write_subset(small, tmp_path, "FD003")
+    cmapss.write_subset(small, tmp_path, "FD004", checksums=False)
+    assert set(cmapss.read_checksums(tmp_path / "SHA256SUMS")) == {
+        "train_FD003.txt",
+        "test_FD003.txt",
+        "RUL_FD003.txt",
+    }
+    assert cmapss.load_subset("FD004", tmp_path) == cmapss.Subset("FD004", small.train, small.test, small.rul)
+    assert cmapss.format_line(BASE) == FIRST_FD001 + "  \n"
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ([], "no rows"),
+        ([BASE._replace(cycle=2)], "row 0: unit 1 cycle 2 cannot follow start"),
+        ([BASE, BASE._replace(unit=3)], "row 1: unit 3 cycle 1 cannot follow unit 1 cycle 1"),
+        ([BASE, BASE._replace(cycle=3)], "row 1: unit 1 cycle 3 cannot follow"),
+        ([BASE, BASE._replace(cycle=2, sensors=BASE.sensors[:3])], "row 1: sensors must be a tuple of 21"),
+    ],
+)
+def test_write_rows_rejects_bad_rows_and_writes_nothing(
+    tmp_path: Path, rows: list[Row], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        cmapss.write_rows(tmp_path / "train_FD001.txt", rows)
+    assert not list(tmp_path.iterdir())
+
+
+def test_write_rul_and_subset_errors(tmp_path: Path) -> None:
+    for bad, message in (([], "no RUL values"), ([3, -1], "RUL 1"), ([2.5], "RUL 0"), ([True], "RUL 0")):
+        with pytest.raises(ValueError, match=message):
+            cmapss.write_rul(tmp_path / "RUL_FD001.txt", bad)
+    rows = [BASE, BASE._replace(cycle=2)]
+    with pytest.raises(ValueError, match="1 RUL values for 2 test units"):
+        cmapss.write_subset(cmapss.Subset("x", rows, rows + [BASE._replace(unit=2)], [4]), tmp_path)
+    assert not list(tmp_path.iterdir())
+    assert cmapss.read_rul(cmapss.write_rul(tmp_path / "RUL_FD001.txt", [0, 7])) == [0, 7]
