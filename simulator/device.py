@@ -58,6 +58,16 @@ def quiet_sdk_logging(level: int = logging.ERROR) -> None:
     warnings.filterwarnings("ignore", message=r"ssl\.PROTOCOL_TLS", category=DeprecationWarning)
 
 
+def quiet_sdk_futures(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+    """Loop exception handler: the SDK completes futures of cancelled connects from its own threads;
+    log those at DEBUG instead of as asyncio ERROR tracebacks; everything else as usual."""
+    exc = context.get("exception")
+    if isinstance(exc, asyncio.InvalidStateError) or type(exc).__module__.startswith("azure.iot.device"):
+        LOG.debug("SDK background future: %s", context.get("message"))
+        return
+    loop.default_exception_handler(context)
+
+
 def _sdk_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
     """(fatal credential errors, transient transport errors) of the SDK."""
     from azure.iot.device import exceptions as ex

@@ -24,7 +24,14 @@ from dataclasses import dataclass, field, replace
 
 from enginehub.simulator.clock import Clock, SystemClock
 from enginehub.simulator.credentials import DeviceCredentials
-from enginehub.simulator.device import DeviceClient, DeviceError, DevicePolicy, ResilientDevice, SdkClient
+from enginehub.simulator.device import (
+    DeviceClient,
+    DeviceError,
+    DevicePolicy,
+    ResilientDevice,
+    SdkClient,
+    quiet_sdk_futures,
+)
 from enginehub.simulator.faults import FaultConfig, FaultPlan
 from enginehub.simulator.fleet import Fleet, UnitSource
 from enginehub.simulator.messages import OutMessage, build_message, malform
@@ -190,6 +197,9 @@ class FleetRunner:
 
     async def run(self, should_stop: Callable[[], bool] = lambda: False) -> Stats:
         """Connect, pace until the end or a stop request, drain; returns the counters."""
+        loop = asyncio.get_running_loop()
+        if loop.get_exception_handler() is None:
+            loop.set_exception_handler(quiet_sdk_futures)
         try:
             await self.connect_all()
         except DeviceError as exc:

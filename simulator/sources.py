@@ -64,5 +64,5 @@ def _synthetic(seed: int, units: int) -> MemorySource:
         raise DatasetError(
             "the synthetic dataset is not available in this build: pass --dataset FD001..FD004 or a file"
         ) from None
-    rows = synthetic.generate_rows(units=max(1, min(units, 1000)), seed=seed)
+    rows = synthetic.generate_fleet(units=max(1, min(units, 200)), seed=seed)
     return MemorySource(SYNTHETIC, list(rows))

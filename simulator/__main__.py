@@ -1,0 +1,7 @@
+"""``python -m enginehub.simulator`` = ``simulate``."""
+
+import sys
+
+from enginehub.simulator.cli import main
+
+sys.exit(main())
