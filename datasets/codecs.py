@@ -47,8 +47,12 @@ LOG = logging.getLogger(__name__)
 MAX_PAYLOAD_BYTES = 64 * 1024
 
 _SEPARATOR = re.compile(r"[ \t]+")
-_INT = re.compile(r"[+]?[0-9]{1,18}")
-_FLOAT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,3})?")
+_INT_P = r"[+]?[0-9]{1,18}"
+_FLOAT_P = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,3})?"
+_INT = re.compile(_INT_P)
+_FLOAT = re.compile(_FLOAT_P)
+# The whole well-formed line at once (the fast path); anything else goes field by field for the message.
+_LINE = re.compile(rf"{_INT_P}[ \t]+{_INT_P}(?:[ \t]+{_FLOAT_P}){{{N_COLUMNS - 2}}}")
 _RESERVED = frozenset(FIELD_NAMES)
 
 
@@ -96,6 +100,16 @@ def decode_line(data: str | bytes) -> Row:
     text = _text(data, "seed").strip(" \t\r\n")
     if not text:
         raise PayloadError("empty seed payload: expected 26 space-separated numbers")
+    if _LINE.fullmatch(text):
+        fields = text.split()
+        unit, cycle = int(fields[0]), int(fields[1])
+        values = tuple(map(float, fields[2:]))
+        if unit >= 1 and cycle >= 1 and all(map(math.isfinite, values)):
+            return Row(unit, cycle, values[:N_SETTINGS], values[N_SETTINGS:])
+    return _decode_line_slow(text)
+
+
+def _decode_line_slow(text: str) -> Row:
     fields = _SEPARATOR.split(text)
     if len(fields) != N_COLUMNS:
         raise PayloadError(f"seed payload has {len(fields)} fields, expected {N_COLUMNS}")
