@@ -423,7 +423,7 @@ def _range(value: int, lo: int, hi: int, name: str) -> None:
 def encode_uint(v: int) -> bytes:
     if v == 0:
         return b"\x43"
-    if v < 256:
+    if 0 < v < 256:
         return b"\x52" + _p8(v)
     _range(v, 0, 0xFFFFFFFF, "uint")
     return b"\x70" + _p32(v)

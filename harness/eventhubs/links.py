@@ -265,6 +265,8 @@ class EventHubsHandler(ConnectionHandler):
         if isinstance(filters, dict):
             for value in filters.values():
                 expr = value.value if type(value) is Described else value
+                if isinstance(expr, bytes):
+                    expr = expr.decode("utf-8", "replace")
                 if isinstance(expr, str):
                     kind, inclusive, text = parse_filter(expr)
                     start = start_sequence(partition, kind, inclusive, text)
