@@ -127,7 +127,7 @@ def _synthetic(args: argparse.Namespace) -> int:
             out.write(encode(row) + "\n")
         out.flush()
     except BrokenPipeError:  # e.g. `| head`: stop quietly
-        sys.stdout = None  # type: ignore[assignment]  # no second error at interpreter exit
+        sys.stdout = None  # no second error at interpreter exit
     return EXIT_OK
 
 

@@ -128,10 +128,10 @@ def _decode_line_slow(text: str) -> Row:
         text_i = fields[i]
         if not _FLOAT.fullmatch(text_i):
             raise PayloadError(f"field {i + 1} ({FIELD_NAMES[i]}): expected a number, got {_short(text_i)}")
-        value = float(text_i)
-        if not math.isfinite(value):
+        number = float(text_i)
+        if not math.isfinite(number):
             raise PayloadError(f"field {i + 1} ({FIELD_NAMES[i]}): not a finite number: {_short(text_i)}")
-        values.append(value)
+        values.append(number)
     return Row(ints[0], ints[1], tuple(values[:N_SETTINGS]), tuple(values[N_SETTINGS:]))
 
 

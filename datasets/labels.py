@@ -175,7 +175,7 @@ class Scaler:
         if x.ndim != 2 or x.shape[1] != self.offset.shape[1]:
             raise ValueError(f"expected (n, {self.offset.shape[1]}) features, got shape {x.shape}")
         index = self._index(len(x), conditions)
-        out = (x - self.offset[index]) / self.scale[index] + self.shift
+        out: np.ndarray = (x - self.offset[index]) / self.scale[index] + self.shift
         if self.zero_spread is not None:
             out[self.zero_spread[index]] = 0.0
         return out

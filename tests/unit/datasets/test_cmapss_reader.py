@@ -360,3 +360,20 @@ def test_write_rul_and_subset_errors(tmp_path: Path) -> None:
         cmapss.write_subset(cmapss.Subset("x", rows, rows + [BASE._replace(unit=2)], [4]), tmp_path)
     assert not list(tmp_path.iterdir())
     assert cmapss.read_rul(cmapss.write_rul(tmp_path / "RUL_FD001.txt", [0, 7])) == [0, 7]
+
+
+def test_datasets_readme_lists_the_verified_checksums_and_counts(cmapss_dir: Path) -> None:
+    readme = (Path(cmapss.__file__).parent / "README.md").read_text(encoding="utf-8")
+    table = {}
+    for line in readme.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0].endswith(".txt"):
+            table[cells[0]] = (cells[1], cells[2], cells[3])
+    sums = cmapss.read_checksums(cmapss_dir / "SHA256SUMS")
+    assert {name: digest for name, (_, _, digest) in table.items()} == {
+        k: v for k, v in sums.items() if k != "readme.txt"
+    }
+    for subset, (tr, tru, te, teu) in COUNTS.items():
+        assert table[f"train_{subset}.txt"][:2] == (str(tr), str(tru))
+        assert table[f"test_{subset}.txt"][:2] == (str(te), str(teu))
+        assert table[f"RUL_{subset}.txt"][0] == str(teu)
