@@ -91,6 +91,7 @@ def test_row_to_columns_names_and_types() -> None:
 # ---------------------------------------------------------------- properties
 
 
+@settings(deadline=None)  # shared CI cores: no per-example time limit
 @given(column_rows)
 def test_line_roundtrip_exact(row: Row) -> None:
     text = codecs.encode_line(row)
@@ -99,6 +100,7 @@ def test_line_roundtrip_exact(row: Row) -> None:
     assert codecs.decode(text) == row
 
 
+@settings(deadline=None)  # shared CI cores: no per-example time limit
 @given(column_rows, extras)
 def test_json_roundtrip_exact(row: Row, extra: dict) -> None:
     text = codecs.encode_json(row, extra)
@@ -107,6 +109,7 @@ def test_json_roundtrip_exact(row: Row, extra: dict) -> None:
     assert codecs.decode(b"  " + text.encode()) == row
 
 
+@settings(deadline=None)  # shared CI cores: no per-example time limit
 @given(any_rows)
 @example(Row(1, 1, (0.00005, -0.00005, 1e300), (2.675,) * 21))
 def test_any_finite_row_roundtrips_to_its_quantized_form(row: Row) -> None:
@@ -133,14 +136,14 @@ def _only_payload_error(call, data) -> None:  # noqa: ANN001
 DECODERS = [codecs.decode_line, codecs.decode_json, codecs.decode, lambda d: codecs.decode_json_extras(d)[0]]
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(st.text() | st.binary())
 def test_arbitrary_input_raises_only_payload_error(data: str | bytes) -> None:
     for decode in DECODERS:
         _only_payload_error(decode, data)
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(column_rows, st.integers(0, 25), st.text(max_size=12))
 def test_one_mutated_field_raises_only_payload_error(row: Row, index: int, junk: str) -> None:
     fields = codecs.encode_line(row).split(" ")
@@ -151,6 +154,7 @@ def test_one_mutated_field_raises_only_payload_error(row: Row, index: int, junk:
     _only_payload_error(codecs.decode_json, json.dumps(obj))
 
 
+@settings(deadline=None)  # shared CI cores: no per-example time limit
 @given(st.recursive(json_scalars | st.floats(), lambda c: st.lists(c) | st.dictionaries(st.text(), c)))
 def test_arbitrary_json_values_raise_only_payload_error(value: object) -> None:
     _only_payload_error(codecs.decode_json, json.dumps(value))

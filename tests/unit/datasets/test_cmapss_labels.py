@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from enginehub.datasets import cmapss
@@ -114,6 +114,7 @@ def test_per_condition_zscore_on_fd002(cmapss_dir: Path) -> None:
 def test_minmax_maps_train_range_to_minus_one_one() -> None:
     x = np.array([[0.0, 5.0, 2.0], [10.0, 5.0, 4.0], [5.0, 5.0, 3.0]])
     s = L.fit_minmax(x)
+    assert isinstance(s, L.Scaler) and s.conditions == (0,) and s.shift == -1.0
     out = s.transform(x)
     assert out[:, 0].tolist() == [-1.0, 1.0, 0.0] and out[:, 1].tolist() == [0.0, 0.0, 0.0]
     assert s.transform(np.array([[20.0, 7.0, 2.0]])).tolist() == [[3.0, 0.0, -1.0]]
@@ -169,6 +170,7 @@ def test_label_errors() -> None:
 # ---------------------------------------------------------------- windows as properties
 
 
+@settings(deadline=None)  # shared CI cores: no per-example time limit
 @given(
     st.lists(st.integers(1, 12), min_size=1, max_size=6),
     st.integers(1, 8),
@@ -212,6 +214,7 @@ def test_window_errors() -> None:
     with pytest.raises(ValueError, match="one entry per row"):
         L.sliding_windows(x, np.array([1, 1, 2, 2]), y=np.zeros(3))
     empty = L.sliding_windows(np.empty((0, 3)), np.array([], dtype=int))
+    assert isinstance(empty, L.Windows) and len(empty) == 0
     assert empty.x.shape == (0, 30, 3) and empty.padded_units == 0
 
 
@@ -230,6 +233,7 @@ def test_metric_reference_values() -> None:
     assert L.rmse([0.0, 0.0], [3.0, -4.0]) == pytest.approx(math.sqrt(12.5))
 
 
+@settings(deadline=None)  # shared CI cores: no per-example time limit
 @given(st.lists(st.floats(-200, 200), min_size=1, max_size=20), st.floats(0.1, 50))
 def test_late_costs_more_than_early(errors: list[float], shift: float) -> None:
     true = np.zeros(len(errors))

@@ -377,3 +377,17 @@ def test_datasets_readme_lists_the_verified_checksums_and_counts(cmapss_dir: Pat
         assert table[f"train_{subset}.txt"][:2] == (str(tr), str(tru))
         assert table[f"test_{subset}.txt"][:2] == (str(te), str(teu))
         assert table[f"RUL_{subset}.txt"][0] == str(teu)
+
+
+def test_error_hierarchy_and_direct_helpers(tmp_path: Path) -> None:
+    assert issubclass(CmapssFormatError, cmapss.CmapssError) and issubclass(
+        CmapssConfigError, cmapss.CmapssError
+    )
+    assert issubclass(CmapssChecksumError, CmapssFormatError)
+    path = tmp_path / "x.txt"
+    assert cmapss.parse_fields(path, 7, FIRST_FD001 + "  \n") == BASE
+    with pytest.raises(CmapssFormatError, match=r"x\.txt:7:26: expected a number, got '1e'"):
+        cmapss.parse_fields(path, 7, FIRST_FD001[:-7] + "1e")
+    assert cmapss.check_order([BASE, BASE._replace(cycle=2), BASE._replace(unit=2)]) == 3
+    summary = cmapss.validate_file(write(tmp_path, "RUL_FD002.txt", "3 \n4 \n"))
+    assert isinstance(summary, cmapss.FileSummary) and (summary.rows, summary.units) == (2, None)

@@ -155,3 +155,18 @@ def test_bad_config_is_a_clear_error(kwargs: dict, message: str) -> None:
         synthetic.SyntheticConfig(**kwargs)
     with pytest.raises(ValueError, match="unit must be >= 1"):
         synthetic.plan_unit(synthetic.SyntheticConfig(), 0)
+
+
+def test_custom_noise_free_model_follows_the_degradation_formula() -> None:
+    flat = ((0.0, 0.0), (0.0, 0.0), (100.0, 0.0))
+    sensors = ((500.0, 10.0, 0.0),) + ((1.0, 0.0, 0.0),) * 20
+    model = synthetic.ConditionModel(weight=1, settings=flat, sensors=sensors)
+    config = synthetic.SyntheticConfig(units=2, seed=5, models=(model,))
+    plan = synthetic.plan_unit(config, 2)
+    assert isinstance(plan, synthetic.UnitPlan)
+    rows = synthetic.unit_rows(config, 2)
+    assert len(rows) == plan.life and rows[-1].sensor(1) == 510.0  # base + delta at failure
+    for row in rows[:: len(rows) // 7]:
+        want = 500.0 + 10.0 * synthetic.degradation(row.cycle, plan.life, plan.initial_wear)
+        assert row.sensor(1) == round(want, 2) and row.settings == (0.0, 0.0, 100.0)
+    assert synthetic.unit_rows(config, 2, cycles=5) == rows[:5]
