@@ -176,6 +176,8 @@ def _validate(args: argparse.Namespace) -> int:
         for s in summaries:
             units = "" if s.units is None else f"  units={s.units}"
             print(f"{s.file:<16} rows={s.rows:<6}{units:<12}  sha256={s.checksum}")
+            if not s.standard_precision:
+                print(f"  note: decimals per column {list(s.decimals or ())} differ from the NASA files'")
         print(f"OK: {len(summaries)} files in {directory} valid ({seconds} s)")
     return EXIT_OK
 

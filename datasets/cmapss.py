@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from enginehub.datasets.schema import N_COLUMNS, N_SETTINGS, Row, format_values, row_problem
+from enginehub.datasets.schema import DECIMALS, N_COLUMNS, N_SETTINGS, Row, format_values, row_problem
 
 LOG = logging.getLogger(__name__)
 
@@ -145,10 +145,33 @@ def parse_fields(path: Path, lineno: int, line: str) -> Row:
 def iter_rows(path: str | os.PathLike[str]) -> Iterator[Row]:
     """Stream and validate one train_/test_ file: 26 numeric columns, units 1..N contiguous and in order,
     cycles starting at 1 and going up by exactly 1 within each unit. Raises CmapssFormatError."""
-    path = Path(path)
+    return _iter_rows(Path(path), None)
+
+
+# Digits -> "d", signs dropped: "1 12 -0.0007" -> "d dd d.dddd"; a file has a few dozen such shapes.
+_SHAPE = str.maketrans("0123456789", "dddddddddd", "+-")
+
+
+def decimals_of_shapes(shapes: Iterable[str]) -> tuple[int, ...]:
+    """Largest number of decimals per column over line shapes (see `_SHAPE`); exponents count as text."""
+    best: list[int] = []
+    for shape in shapes:
+        for i, field in enumerate(shape.split()):
+            _, dot, frac = field.partition(".")
+            n = len(frac) if dot else 0
+            if i == len(best):
+                best.append(n)
+            elif n > best[i]:
+                best[i] = n
+    return tuple(best)
+
+
+def _iter_rows(path: Path, shapes: set[str] | None) -> Iterator[Row]:
     prev: Row | None = None
     for lineno, line in _open_lines(path):
         row = parse_fields(path, lineno, line)
+        if shapes is not None:
+            shapes.add(line.translate(_SHAPE))
         if prev is None:
             if row.unit != 1:
                 raise CmapssFormatError(path, lineno, 1, f"first unit must be 1, got {row.unit}")
@@ -271,6 +294,12 @@ class FileSummary:
     units: int | None  # None for RUL files
     sha256: str  # the file's digest
     checksum: str  # "ok", "unlisted" or "skipped"
+    decimals: tuple[int, ...] | None = None  # most decimals seen per column (26); None for RUL files
+
+    @property
+    def standard_precision(self) -> bool:
+        """True when every column has the NASA files' decimals (`schema.DECIMALS`); RUL files: True."""
+        return self.decimals is None or self.decimals == DECIMALS
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -281,6 +310,7 @@ class FileSummary:
             "units": self.units,
             "sha256": self.sha256,
             "checksum": self.checksum,
+            "decimals": None if self.decimals is None else list(self.decimals),
         }
 
 
@@ -317,15 +347,18 @@ def validate_file(path: str | os.PathLike[str], checksums: dict[str, str] | None
         raise CmapssFormatError(
             path, None, None, "not a C-MAPSS file name (expected train_/test_/RUL_FD00x.txt)"
         )
+    decimals = None
     if kind == "RUL":
         rows, units = len(read_rul(path)), None
     else:
         rows = 0
         last = 0
-        for row in iter_rows(path):
+        shapes: set[str] = set()
+        for row in _iter_rows(path, shapes):
             rows += 1
             last = row.unit
         units = last
+        decimals = decimals_of_shapes(shapes)
     digest = sha256_file(path)
     status = "skipped"
     if checksums is not None:
@@ -338,7 +371,7 @@ def validate_file(path: str | os.PathLike[str], checksums: dict[str, str] | None
             )
         else:
             status = "ok"
-    return FileSummary(path.name, subset.upper(), kind, rows, units, digest, status)
+    return FileSummary(path.name, subset.upper(), kind, rows, units, digest, status, decimals)
 
 
 def validate(

@@ -294,7 +294,7 @@ def test_validate_file_rejects_foreign_names(tmp_path: Path) -> None:
     with pytest.raises(CmapssFormatError, match="not a C-MAPSS file name"):
         cmapss.validate_file(write(tmp_path, "train_FD009.txt", fleet_text([1])))
     summary = cmapss.validate_file(write(tmp_path, "train_FD003.txt", fleet_text([2, 3])))
-    assert summary.as_dict() | {"sha256": ""} == {
+    assert summary.as_dict() | {"sha256": "", "decimals": None} == {
         "file": "train_FD003.txt",
         "subset": "FD003",
         "kind": "train",
@@ -302,6 +302,7 @@ def test_validate_file_rejects_foreign_names(tmp_path: Path) -> None:
         "units": 2,
         "sha256": "",
         "checksum": "skipped",
+        "decimals": None,
     }
 
 
@@ -391,3 +392,32 @@ def test_error_hierarchy_and_direct_helpers(tmp_path: Path) -> None:
     assert cmapss.check_order([BASE, BASE._replace(cycle=2), BASE._replace(unit=2)]) == 3
     summary = cmapss.validate_file(write(tmp_path, "RUL_FD002.txt", "3 \n4 \n"))
     assert isinstance(summary, cmapss.FileSummary) and (summary.rows, summary.units) == (2, None)
+
+
+def test_validate_records_per_column_decimals(cmapss_dir: Path, tmp_path: Path) -> None:
+    from enginehub.datasets.schema import DECIMALS
+
+    for summary in cmapss.validate(cmapss_dir, ["FD001", "FD004"], verify_checksums=False):
+        if summary.kind == "RUL":
+            assert summary.decimals is None and summary.standard_precision
+        else:
+            assert summary.decimals == DECIMALS and summary.standard_precision
+            assert summary.as_dict()["decimals"] == list(DECIMALS)
+    # A file printed with other precision is still valid, and the summary says how it differs.
+    lines = fleet_text([2]).splitlines(keepends=True)
+    lines[1] = lines[1].replace(" 1589.70 ", " 1589.7 ").replace(" 23.4190", " 23.41901")
+    summary = cmapss.validate_file(write(tmp_path, "test_FD001.txt", "".join(lines)))
+    assert summary.decimals is not None and not summary.standard_precision
+    assert summary.decimals[7] == 2 and summary.decimals[25] == 5  # the max per column is kept
+    assert cmapss.decimals_of_shapes(["d d d.dd", "d dd d.d dd.ddd"]) == (0, 0, 2, 3)
+
+
+def test_cli_notes_nonstandard_precision(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from enginehub.datasets import cli
+
+    write_subset(tmp_path, [2], [1], [4])
+    text = (tmp_path / "train_FD001.txt").read_text().replace(" 100.0 ", " 100 ")
+    (tmp_path / "train_FD001.txt").write_text(text)
+    assert cli.main(["validate", "--dir", str(tmp_path), "--subset", "FD001"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("note: decimals per column") == 1 and "[0, 0, 4, 4, 0, 2" in out
