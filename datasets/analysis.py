@@ -17,8 +17,9 @@ The lag feature ("sensor 4 (t - 1)") exists in two forms (docs/cratedb.md sectio
   output row per stored row, whatever the duplicates; with ``dedup=True`` it first collapses identical
   (unit, cycle, sensor) rows, which gives the exact lag even on a table without an identity key.
 
-This module also writes C-MAPSS rows into a table of the ``enginehub_events`` shape on SQLite
-(:func:`load_rows_sqlite`), which the RUL CLI uses to "load the files into an embedded SQLite first".
+:func:`load_rows` writes C-MAPSS rows into a sink through the ingest rules and sinks (the seed payload,
+the ``enginehub_events`` table shape), which the RUL CLI uses to "load the files into an embedded SQLite
+first". Windows, labels and metrics come from :mod:`enginehub.datasets.labels`.
 
 Needs the ``analysis`` extra (pandas, numpy, sqlalchemy, sqlalchemy-cratedb).
 """
@@ -26,11 +27,8 @@ Needs the ``analysis`` extra (pandas, numpy, sqlalchemy, sqlalchemy-cratedb).
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
-import sqlite3
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -40,6 +38,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from enginehub.datasets import codecs
+from enginehub.datasets import labels as lab
 from enginehub.datasets.schema import COLUMN_NAMES, N_SENSORS, Row
 
 LOG = logging.getLogger(__name__)
@@ -255,25 +254,76 @@ def sensor_lag(
     return frame
 
 
-# -- loading C-MAPSS rows into an enginehub_events-shaped SQLite table -----------------------------------
+# -- loading C-MAPSS rows into a sink through the ingest path --------------------------------------------
 
 
-def sqlite_table_ddl(table: str = DEFAULT_TABLE) -> str:
-    """DDL of an ``enginehub_events``-shaped table on SQLite (the ingest SQLite sink's shape):
-    ``id`` TEXT PRIMARY KEY (identity key), the envelope columns, then the typed columns."""
-    typed = ",\n  ".join(
-        f"{quote_ident(c)} {'INTEGER' if c in (UNIT, CYCLE) else 'REAL'}" for c in COLUMN_NAMES
-    )
-    return (
-        f"CREATE TABLE IF NOT EXISTS {quote_ident(table)} (\n"
-        "  id TEXT PRIMARY KEY,\n"
-        "  partition_context TEXT NOT NULL,\n"
-        "  event_metadata TEXT NOT NULL,\n"
-        "  ts TEXT,\n"
-        "  ingested_at TEXT NOT NULL,\n"
-        "  payload TEXT NOT NULL,\n"
-        f"  {typed}\n)"
-    )
+def load_rows(
+    url: str,
+    rows: Iterable[Row],
+    table: str = DEFAULT_TABLE,
+    *,
+    source: str = "cmapss",
+    device_prefix: str = "engine",
+    batch_size: int = 5000,
+) -> int:
+    """Write C-MAPSS rows into ``table`` of the sink ``url`` exactly as the ingest consumer would.
+
+    Each row becomes one event whose body is the seed line; the ingest rules (format ``seed``) turn it
+    into a row of the ``enginehub_events`` shape and the ingest sink (SQLite or CrateDB) stores it. The
+    identity key is the deterministic message id ``{source}-{unit}-{cycle}``, so loading twice adds
+    nothing, while another ``source`` stores the same readings again (a redelivery without identity).
+    Returns the number of new rows. On CrateDB the table is refreshed before returning.
+    """
+    from enginehub.ingest.model import EventRecord
+    from enginehub.ingest.rules import Rule, RuleSet, route_batch
+    from enginehub.ingest.sinks import open_sink
+
+    ruleset = RuleSet(rules=(Rule(table=table, format="seed", name="cmapss-files"),))
+    now = dt.datetime.now(dt.UTC)
+    sink = open_sink(url)
+    sink.open(ruleset.tables())
+    inserted = 0
+    try:
+        batch: list[EventRecord] = []
+        for seq, row in enumerate(rows):
+            batch.append(
+                EventRecord(
+                    eventhub=source,
+                    consumer_group="$Default",
+                    partition_id="0",
+                    sequence_number=seq,
+                    offset=str(seq),
+                    enqueued_time=now,
+                    body=codecs.encode_line(row).encode("ascii"),
+                    message_id=f"{source}-{row.unit}-{row.cycle}",
+                    device_id=f"{device_prefix}-{row.unit}",
+                )
+            )
+            if len(batch) >= batch_size:
+                inserted += _write(sink, route_batch(batch, ruleset))
+                batch = []
+        if batch:
+            inserted += _write(sink, route_batch(batch, ruleset))
+    finally:
+        sink.close()
+    if urlsplit(url).scheme.lower().startswith("crate"):
+        with make_engine(url).begin() as conn:
+            conn.execute(sa.text(f"REFRESH TABLE {qualified_table(table, url)}"))
+    return inserted
+
+
+def _write(sink: Any, routed: Any) -> int:
+    if routed.dead_letters:
+        raise AnalysisError(f"{len(routed.dead_letters)} rows did not parse: {routed.dead_letters[0].reason}")
+    result = sink.write(routed.rows)
+    if result.failures:
+        raise AnalysisError(f"the sink refused {len(result.failures)} rows: {result.failures[0].reason}")
+    return int(result.inserted)
+
+
+def load_rows_sqlite(path: str | Path, rows: Iterable[Row], table: str = DEFAULT_TABLE, **kwargs: Any) -> int:
+    """:func:`load_rows` into the SQLite file ``path`` (created when missing)."""
+    return load_rows(sqlite_url(Path(path).absolute()), rows, table, **kwargs)
 
 
 def seed_line(row: Row) -> str:
@@ -281,86 +331,16 @@ def seed_line(row: Row) -> str:
     return codecs.encode_line(row)
 
 
-def _payload_columns(payload: str) -> list[int | float]:
-    """Typed column values computed from the payload (as the sinks do on insert)."""
-    columns = codecs.row_to_columns(codecs.decode_line(payload))
-    return [columns[c] for c in COLUMN_NAMES]
-
-
-def load_rows_sqlite(
-    path: str | Path,
-    rows: Iterable[Row],
-    table: str = DEFAULT_TABLE,
-    *,
-    source: str = "cmapss",
-    device_prefix: str = "engine",
-) -> int:
-    """Write C-MAPSS rows into an ``enginehub_events``-shaped table of the SQLite file ``path``.
-
-    Each row becomes one event: ``payload`` is the seed line, the typed columns are parsed from it, the
-    identity key is the deterministic message id ``{source}-{unit}-{cycle}`` (so loading twice adds
-    nothing). Returns the number of new rows.
-    """
-    now = dt.datetime.now(dt.UTC).isoformat()
-    context = json.dumps({"eventhub": source, "consumer_group": "$Default", "partition_id": "0"})
-    cols = ENVELOPE_COLUMNS + COLUMN_NAMES
-    sql = (
-        f"INSERT OR IGNORE INTO {quote_ident(table)} ({', '.join(quote_ident(c) for c in cols)}) "
-        f"VALUES ({', '.join('?' for _ in cols)})"
-    )
-
-    def params() -> Iterable[tuple[object, ...]]:
-        for seq, row in enumerate(rows):
-            payload = seed_line(row)
-            message_id = f"{source}-{row.unit}-{row.cycle}"
-            meta = {
-                "sequence_number": seq,
-                "offset": str(seq),
-                "enqueued_time": now,
-                "device_id": f"{device_prefix}-{row.unit}",
-                "message_id": message_id,
-            }
-            yield (
-                f"mid:{message_id}",
-                context,
-                json.dumps(meta),
-                now,
-                now,
-                payload,
-                *_payload_columns(payload),
-            )
-
-    conn = sqlite3.connect(Path(path))
-    try:
-        with conn:
-            conn.execute(sqlite_table_ddl(table))
-            before = conn.total_changes
-            conn.executemany(sql, params())
-            return conn.total_changes - before
-    finally:
-        conn.close()
-
-
 # -- LSTM-ready windows ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Windows:
-    """LSTM-ready samples: ``x[i]`` is a (window, n_features) array ending at cycle ``cycles[i]`` of unit
-    ``units[i]``; ``y[i]`` its RUL label (NaN when unknown)."""
-
-    units: np.ndarray  # (n,) int64
-    cycles: np.ndarray  # (n,) int64, the last cycle of each window
-    x: np.ndarray  # (n, window, n_features) float64
-    y: np.ndarray  # (n,) float64
-    features: tuple[str, ...]
-
-    def __len__(self) -> int:
-        return len(self.units)
+#: LSTM-ready samples (enginehub.datasets.lab.Windows): x (n, window, features), y, units, cycles, mask.
+Windows = lab.Windows
 
 
-def rul_labels(frame: pd.DataFrame, cap: float | None = 125) -> np.ndarray:
-    """Piecewise-linear RUL of run-to-failure rows: ``min(last cycle of the unit - cycle, cap)``."""
+def rul_labels(frame: pd.DataFrame, cap: int | None = lab.DEFAULT_CAP) -> np.ndarray:
+    """Piecewise-linear RUL of run-to-failure rows: ``min(last cycle of the unit - cycle, cap)``, as
+    :func:`enginehub.datasets.labels.rul_train` computes it for file rows (float64 here)."""
     last = frame.groupby(UNIT)[CYCLE].transform("max").to_numpy()
     rul = (last - frame[CYCLE].to_numpy()).astype("float64")
     return np.minimum(rul, cap) if cap is not None else rul
@@ -369,50 +349,31 @@ def rul_labels(frame: pd.DataFrame, cap: float | None = 125) -> np.ndarray:
 def make_windows(
     frame: pd.DataFrame,
     features: Sequence[str],
-    window: int = 30,
+    window: int = lab.DEFAULT_WINDOW,
     *,
     labels: np.ndarray | None = None,
     last_only: bool = False,
-    pad: bool = True,
-) -> Windows:
-    """Sliding windows (stride 1) of ``window`` cycles over each unit of ``frame`` (sorted by unit, cycle).
+    pad: str = "repeat",
+) -> lab.Windows:
+    """Windows of ``window`` cycles over each unit of ``frame`` (rows sorted by unit, cycle), built by
+    :mod:`enginehub.datasets.labels` from the DB columns ``features``.
 
-    ``labels`` (one per row, e.g. :func:`rul_labels`) gives each window the label of its last row.
-    ``last_only`` keeps only the last window of each unit (the test protocol). A unit shorter than the
-    window is padded by repeating its first row when ``pad`` (one window), else skipped.
+    Stride 1 over every unit, or only the last window of each unit with ``last_only`` (the test
+    protocol). ``labels`` (one per row, e.g. :func:`rul_labels`) labels each window with its last row.
+    A unit shorter than the window gives one window padded by repeating its first row (``pad="zero"``:
+    zeros; ``"skip"``: none).
     """
-    if window < 1:
-        raise AnalysisError(f"window must be >= 1, got {window}")
-    frame = frame.reset_index(drop=True)
-    values = frame[list(features)].to_numpy(dtype="float64")
-    units_col = frame[UNIT].to_numpy()
-    cycles_col = frame[CYCLE].to_numpy()
-    lab = np.full(len(frame), np.nan) if labels is None else np.asarray(labels, dtype="float64")
-    if len(lab) != len(frame):
-        raise AnalysisError(f"{len(lab)} labels for {len(frame)} rows")
-    bounds = np.flatnonzero(np.r_[True, units_col[1:] != units_col[:-1], True])
-    xs: list[np.ndarray] = []
-    idx_end: list[int] = []
-    for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
-        block = values[start:stop]
-        n = stop - start
-        if n < window:
-            if not pad:
-                continue
-            block = np.vstack([np.repeat(block[:1], window - n, axis=0), block])
-            ends = [window]
-        else:
-            ends = [n] if last_only else list(range(window, n + 1))
-        view = np.lib.stride_tricks.sliding_window_view(block, window, axis=0)  # (m, F, W)
-        for e in ends:
-            xs.append(view[e - window].T)
-        idx_end.extend(start + min(e, n) - 1 for e in ends)
-    ends_arr = np.asarray(idx_end, dtype="int64")
-    x = np.stack(xs) if xs else np.empty((0, window, len(features)))
-    return Windows(
-        units=units_col[ends_arr].astype("int64"),
-        cycles=cycles_col[ends_arr].astype("int64"),
-        x=x,
-        y=lab[ends_arr],
-        features=tuple(features),
-    )
+    missing = [c for c in features if c not in frame.columns]
+    if missing:
+        raise AnalysisError(f"frame lacks columns {missing}")
+    x = frame[list(features)].to_numpy(dtype="float64")
+    units = frame[UNIT].to_numpy(dtype="int64")
+    cycles = frame[CYCLE].to_numpy(dtype="int64")
+    if labels is not None and len(labels) != len(frame):
+        raise AnalysisError(f"{len(labels)} labels for {len(frame)} rows")
+    try:
+        if last_only:
+            return lab.last_windows(x, units, labels, cycles, length=window, pad=pad)  # type: ignore[arg-type]
+        return lab.sliding_windows(x, units, labels, cycles, length=window, pad=pad)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise AnalysisError(str(exc)) from exc

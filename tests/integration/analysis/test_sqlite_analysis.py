@@ -11,7 +11,7 @@ np = pytest.importorskip("numpy")
 pd = pytest.importorskip("pandas")
 pytest.importorskip("sqlalchemy")
 
-from enginehub.datasets import analysis, cmapss, rul  # noqa: E402
+from enginehub.datasets import analysis, cmapss, labels  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -123,23 +123,26 @@ def test_windows_from_db_rows_equal_windows_from_files(tmp_path: Path, cmapss_di
     data = cmapss.load_subset(subset, cmapss_dir)
     rows = data.train if subset == "FD001" else data.test  # FD004 test has units shorter than 30 (padding)
     db = tmp_path / "w.db"
-    analysis.load_rows_sqlite(db, rows, "t")
+    assert analysis.load_rows_sqlite(db, rows, "t") == len(rows)
     from_db = analysis.read_events(analysis.sqlite_url(db), "t")
-    from_files = analysis.rows_to_frame(rows)
-    features = [analysis.sensor_column(s) for s in rul.STANDARD_SENSORS]
+    features = [analysis.sensor_column(s) for s in labels.DEFAULT_SENSORS]
+    # the file path: Row lists straight from the reader, through the labels module alone
+    x_file = labels.sensor_matrix(rows, labels.DEFAULT_SENSORS)
+    units, cycles = labels.rows_arrays(rows)
+    y_file = labels.rul_train(rows)
     for last_only in (False, True):
         a = analysis.make_windows(
             from_db, features, 30, labels=analysis.rul_labels(from_db), last_only=last_only
         )
-        b = analysis.make_windows(
-            from_files, features, 30, labels=analysis.rul_labels(from_files), last_only=last_only
-        )
+        make = labels.last_windows if last_only else labels.sliding_windows
+        b = make(x_file, units, y_file, cycles, length=30)
         assert a.x.shape == b.x.shape and a.x.shape[1:] == (30, 14)
         np.testing.assert_array_equal(a.x, b.x)
         np.testing.assert_array_equal(a.y, b.y)
         np.testing.assert_array_equal(a.units, b.units)
         np.testing.assert_array_equal(a.cycles, b.cycles)
-    # one window per unit at the last cycle, the full file read back
-    assert len(analysis.make_windows(from_db, features, 30, last_only=True)) == rows[-1].unit
+        np.testing.assert_array_equal(a.mask, b.mask)
+    assert len(a) == rows[-1].unit  # one last window per unit
+    assert a.padded_units == (11 if subset == "FD004" else 0)  # docs/cmapss.md: 11 FD004 test units < 30
     last_of_unit1 = [r for r in rows if r.unit == 1][-1]
     assert a.x[0, -1, 2] == last_of_unit1.sensor(4)  # feature 2 is sensor 4

@@ -24,27 +24,12 @@ def frame_of(lengths: dict[int, int], *, setting1: float = 0.0) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(COLUMN_NAMES))
 
 
-# -- metrics (checks from docs/cmapss.md section 4) -----------------------------------------------------
+# -- metrics: the RUL module scores with enginehub.datasets.labels ---------------------------------------
 
 
-def test_phm08_score_reference_values() -> None:
-    assert rul.phm08_score([-13.0], [0.0]) == pytest.approx(math.e - 1)
-    assert rul.phm08_score([10.0], [0.0]) == pytest.approx(math.e - 1)
-    assert rul.phm08_score([0.0], [0.0]) == 0.0
-    assert rul.phm08_score([-10.0, 10.0], [0.0, 0.0]) == pytest.approx(2.876387, abs=1e-6)
-
-
-def test_phm08_score_is_a_sum_and_late_costs_more() -> None:
-    one = rul.phm08_score([5.0], [0.0])
-    assert rul.phm08_score([5.0, 5.0], [0.0, 0.0]) == pytest.approx(2 * one)
-    assert rul.phm08_score([20.0], [10.0]) > rul.phm08_score([0.0], [10.0])
-
-
-def test_rmse() -> None:
+def test_rul_scores_with_the_labels_metrics() -> None:
+    assert rul.phm08_score([-13.0, 10.0], [0.0, 0.0]) == pytest.approx(2 * (math.e - 1))
     assert rul.rmse([3.0, -3.0], [0.0, 0.0]) == pytest.approx(3.0)
-    assert rul.rmse([1.0, 2.0], [1.0, 2.0]) == 0.0
-    with pytest.raises(ValueError, match="no predictions"):
-        rul.rmse([], [])
 
 
 # -- SQL builders ---------------------------------------------------------------------------------------
@@ -91,15 +76,17 @@ def test_unsupported_url_is_refused() -> None:
         analysis.make_engine("postgresql://localhost/x")
 
 
-def test_table_ddl_has_the_data_model_columns() -> None:
-    ddl = analysis.sqlite_table_ddl("enginehub_events")
-    for col in ("id TEXT PRIMARY KEY", "partition_context", "event_metadata", "ts", "payload"):
-        assert col in ddl
-    assert '"unit #" INTEGER' in ddl and '"cycle #" INTEGER' in ddl
-    assert '"setting 3" REAL' in ddl and '"sensor 21" REAL' in ddl
-
-
 # -- labels and windows ---------------------------------------------------------------------------------
+
+
+def test_rul_labels_match_the_labels_module() -> None:
+    from enginehub.datasets import labels
+    from enginehub.datasets.schema import make_row
+
+    rows = [make_row(u, c, [0.0] * 24) for u, n in ((1, 140), (2, 7)) for c in range(1, n + 1)]
+    frame = analysis.rows_to_frame(rows)
+    np.testing.assert_array_equal(analysis.rul_labels(frame), labels.rul_train(rows))
+    np.testing.assert_array_equal(analysis.rul_labels(frame, cap=None), labels.rul_train(rows, cap=None))
 
 
 def test_rul_labels_piecewise_linear() -> None:
@@ -123,7 +110,7 @@ def test_windows_slide_per_unit_and_pad_short_units() -> None:
     assert list(wins.x[1, :, 0]) == [1021.0, 1031.0, 1041.0]
     # unit 2 has 2 cycles: padded by repeating its first row
     assert list(wins.x[3, :, 1]) == [2012.0, 2012.0, 2022.0]
-    unpadded = analysis.make_windows(frame, ["sensor 1"], 3, pad=False)
+    unpadded = analysis.make_windows(frame, ["sensor 1"], 3, pad="skip")
     assert list(unpadded.units) == [1, 1, 1]
 
 
@@ -147,7 +134,9 @@ def test_windows_refuse_mismatched_labels() -> None:
 
 def test_operating_conditions_from_setting_1() -> None:
     frame = pd.DataFrame({"setting 1": [0.0021, 9.998, 20.0041, 24.99, 35.003, 41.998, 42.0073]})
-    assert list(rul.operating_conditions(frame)) == [0, 1, 2, 3, 4, 5, 5]
+    assert list(rul.operating_conditions(frame)) == [1, 2, 3, 4, 5, 6, 6]
+    with pytest.raises(ValueError, match="no C-MAPSS operating condition"):
+        rul.operating_conditions(pd.DataFrame({"setting 1": [15.0]}))
 
 
 def test_normaliser_is_per_condition_and_guards_constant_columns() -> None:
