@@ -109,7 +109,7 @@ def main() -> int:
         "mode": a.mode,
         "units": a.units,
         "rate_target": target,
-        "workers": a.workers,
+        "workers": summary.get("workers", a.workers),
         "exit_code": code,
         "sent": summary.get("sent"),
         "acked": summary.get("acked"),

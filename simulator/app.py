@@ -31,7 +31,13 @@ from enginehub.simulator.credentials import (
 from enginehub.simulator.device import DevicePolicy, quiet_sdk_logging
 from enginehub.simulator.faults import FaultConfig
 from enginehub.simulator.progress import Progress, Snapshot
-from enginehub.simulator.runner import PER_PROCESS_CAPACITY, FleetConfig, FleetRunner, WorkerPool
+from enginehub.simulator.runner import (
+    MAX_DEVICES_PER_PROCESS,
+    PER_PROCESS_CAPACITY,
+    FleetConfig,
+    FleetRunner,
+    WorkerPool,
+)
 from enginehub.simulator.selfhost import TABLE, SelfHost, SelfHostError
 from enginehub.simulator.sources import DatasetError, default_dataset, load_source
 
@@ -84,6 +90,11 @@ class Outcome:
     summary: dict[str, Any]
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
+
+
+def workers_needed(units: int, workers: int) -> int:
+    """`workers`, raised so that no process holds more than MAX_DEVICES_PER_PROCESS clients."""
+    return max(workers, -(-units // MAX_DEVICES_PER_PROCESS))
 
 
 def capacity_warnings(rate: float, workers: int, cpus: int | None) -> list[str]:

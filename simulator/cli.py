@@ -204,6 +204,15 @@ def main(argv: list[str] | None = None) -> int:
         return app.EXIT_USAGE
     if args.verbose:
         logging.getLogger("enginehub").setLevel(logging.DEBUG)
+    need = app.workers_needed(opts.units, opts.workers)
+    if need > opts.workers:
+        print(
+            f"simulate: note: {opts.units} devices need at least {need} worker processes (at most "
+            f"{app.MAX_DEVICES_PER_PROCESS} azure-iot-device clients per process: paho's select() limit); "
+            f"using --workers {need}",
+            file=sys.stderr,
+        )
+        opts.workers = need
     for w in app.capacity_warnings(opts.rate, opts.workers, os.cpu_count()):
         print(f"simulate: warning: {w}", file=sys.stderr)
     try:

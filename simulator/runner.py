@@ -42,6 +42,9 @@ LOG = logging.getLogger(__name__)
 
 #: What one process of azure-iot-device clients sustains on one core (measured ~1,000; keep headroom).
 PER_PROCESS_CAPACITY = 900.0
+#: Clients per process: paho-mqtt 1.6 waits with select(), which cannot watch file descriptors >= 1024,
+#: and each client holds 3 (TLS socket + a wake-up socket pair): client ~341 fails to connect.
+MAX_DEVICES_PER_PROCESS = 300
 
 
 @dataclass(frozen=True)
@@ -118,14 +121,26 @@ class FleetRunner:
         self._seed_rng = base
 
     async def connect_all(self) -> None:
-        """Connect every device (bounded concurrency); the first DeviceError aborts and is raised."""
+        """Connect every device, the first alone (a refused key or a dead hub fails fast and is raised).
+
+        Then the rest with bounded concurrency: a refused key is still raised; a device that cannot
+        connect now stays disconnected and tries again on its first send (counted in connect_errors).
+        """
+        if not self.devices:
+            return
+        await self.devices[0].ensure_connected()
         sem = asyncio.Semaphore(self.cfg.connect_concurrency)
 
         async def one(dev: ResilientDevice) -> None:
             async with sem:
-                await dev.ensure_connected()
+                try:
+                    await dev.ensure_connected()
+                except DeviceError as exc:
+                    if exc.kind == "auth":
+                        raise
+                    LOG.warning("%s; it will retry on its first send", exc)
 
-        tasks = [asyncio.create_task(one(d)) for d in self.devices]
+        tasks = [asyncio.create_task(one(d)) for d in self.devices[1:]]
         try:
             for fut in asyncio.as_completed(tasks):
                 await fut

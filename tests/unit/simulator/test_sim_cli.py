@@ -99,3 +99,10 @@ def test_capacity_warnings() -> None:
     w = app.capacity_warnings(2000, 1, 2)
     assert any("--workers 3" in x for x in w) and any("has 2" in x for x in w)
     assert app.capacity_warnings(1500, 2, 2) == []
+
+
+def test_workers_are_raised_to_keep_each_process_under_the_client_limit() -> None:
+    assert app.workers_needed(100, 1) == 1
+    assert app.workers_needed(301, 1) == 2
+    assert app.workers_needed(1000, 2) == 4
+    assert app.workers_needed(1000, 6) == 6
