@@ -581,6 +581,7 @@ class _Connection:
 
     def _on_subscribe(self, pkt: codec.Subscribe) -> None:
         assert self.session is not None
+        LOG.debug("device %s SUBSCRIBE %s", self.device_id, pkt.topics)
         subs = self.session.subscriptions
         codes = []
         for filt, qos in pkt.topics:
