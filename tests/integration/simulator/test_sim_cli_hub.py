@@ -119,3 +119,36 @@ async def test_unreachable_hub_exits_3_with_one_line(hub) -> None:
     errors = [line for line in err.splitlines() if "error:" in line]
     assert len(errors) == 1 and f"cannot reach the IoT Hub at {nobody}:8883" in errors[0]
     assert "Traceback" not in err
+
+
+async def test_fault_options_reach_the_hub(hub) -> None:
+    emu, router = hub
+    code, out, err = await _simulate(
+        [
+            *_hub_args(emu),
+            "--units",
+            "4",
+            "--rate",
+            "80",
+            "--duration",
+            "2",
+            "--json",
+            "--seed",
+            "5",
+            "--duplicate-rate",
+            "0.1",
+            "--malformed-rate",
+            "0.1",
+            "--disconnect-every",
+            "10",
+        ]  # fmt: skip
+    )
+    assert code == 0, err
+    s = json.loads(out.strip().splitlines()[-1])
+    ids = Counter(t.properties["message-id"] for t in router.messages)
+    assert s["duplicates"] > 0 and sum(ids.values()) == s["sent"] + s["duplicates"]
+    bad = {
+        t.properties["message-id"] for t in router.messages if t.application_properties.get("enginehub-fault")
+    }
+    assert len(bad) == s["malformed"] > 0
+    assert s["disconnects"] > 0 and s["reconnects"] >= s["disconnects"] and s["failed"] == 0
