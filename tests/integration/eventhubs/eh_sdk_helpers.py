@@ -41,7 +41,7 @@ def poll(condition: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 @pytest.fixture
-def eventhubs(tmp_path: Any) -> Iterator[Running]:
+def eh(tmp_path: Any) -> Iterator[Running]:
     config = EmulatorConfig.simple(hubs=["eh1", "eh2"], partitions=4, consumer_groups=["cg1"])
     emulator = EventHubsEmulator(config, port=0, http_port=0)
     thread = EmulatorThread(emulator)

@@ -114,15 +114,15 @@ def still_serves(running: Running) -> None:
         assert p.get_partition_properties("0")["last_enqueued_sequence_number"] >= 0
 
 
-def test_wrong_protocol_header_gets_our_header_and_a_close(eventhubs: Running) -> None:
-    client = RawClient(eventhubs.emulator.port)
+def test_wrong_protocol_header_gets_our_header_and_a_close(eh: Running) -> None:
+    client = RawClient(eh.emulator.port)
     client.send(b"GET / HTTP/1.1\r\n\r\n")
     assert client.read_until_closed().startswith(b"AMQP")
     client.close()
 
 
-def test_oversize_unknown_and_unattached_frames_end_only_that_connection(eventhubs: Running) -> None:
-    port = eventhubs.emulator.port
+def test_oversize_unknown_and_unattached_frames_end_only_that_connection(eh: Running) -> None:
+    port = eh.emulator.port
     closes_with(port, "amqp:connection:framing-error", struct.pack(">IBBH", 70_000, 2, 0, 0) + b"\x00" * 100)
     closes_with(port, "amqp:decode-error", encode_frame(0, b"\x00\x53\x30\x45"))  # unknown performative
     closes_with(port, "amqp:decode-error", encode_frame(0, b"\xff\xfe garbage"))
@@ -132,11 +132,11 @@ def test_oversize_unknown_and_unattached_frames_end_only_that_connection(eventhu
     )
     closes_with(port, "amqp:session:unattached-handle", begin + transfer)
     closes_with(port, "amqp:not-allowed", encode_frame(5, End(None).encode_amqp()))  # never-begun channel
-    still_serves(eventhubs)
+    still_serves(eh)
 
 
-def test_late_detach_on_an_ended_channel_is_ignored(eventhubs: Running) -> None:
-    client = RawClient(eventhubs.emulator.port)
+def test_late_detach_on_an_ended_channel_is_ignored(eh: Running) -> None:
+    client = RawClient(eh.emulator.port)
     try:
         client.handshake()
         client.perf(1, Begin(None, 0, 100, 100, 10, None, None, None))
@@ -154,8 +154,8 @@ def test_late_detach_on_an_ended_channel_is_ignored(eventhubs: Running) -> None:
         client.close()
 
 
-def test_unauthenticated_attach_is_refused_with_unauthorized_access(eventhubs: Running) -> None:
-    client = RawClient(eventhubs.emulator.port)
+def test_unauthenticated_attach_is_refused_with_unauthorized_access(eh: Running) -> None:
+    client = RawClient(eh.emulator.port)
     try:
         client.handshake()
         client.perf(1, Begin(None, 0, 100, 100, 10, None, None, None))
@@ -168,9 +168,9 @@ def test_unauthenticated_attach_is_refused_with_unauthorized_access(eventhubs: R
         client.close()
 
 
-def test_random_byte_streams_never_take_the_server_down(eventhubs: Running) -> None:
+def test_random_byte_streams_never_take_the_server_down(eh: Running) -> None:
     rng = random.Random(1234)
-    port = eventhubs.emulator.port
+    port = eh.emulator.port
     for i in range(60):
         sock = socket.create_connection(("127.0.0.1", port), timeout=5)
         try:
@@ -184,5 +184,5 @@ def test_random_byte_streams_never_take_the_server_down(eventhubs: Running) -> N
             pass
         finally:
             sock.close()
-    still_serves(eventhubs)
-    assert eventhubs.thread.call(lambda: len(eventhubs.emulator.connections)) == 0
+    still_serves(eh)
+    assert eh.thread.call(lambda: len(eh.emulator.connections)) == 0

@@ -57,8 +57,8 @@ async def areceive(cs: str, expect: int, **kw: Any) -> tuple[list[EventData], li
     return got, closed, errors
 
 
-async def test_aio_producer_and_consumer_round_trip(eventhubs: Running) -> None:
-    async with EventHubProducerClient.from_connection_string(eventhubs.cs, retry_total=0) as p:
+async def test_aio_producer_and_consumer_round_trip(eh: Running) -> None:
+    async with EventHubProducerClient.from_connection_string(eh.cs, retry_total=0) as p:
         props = await p.get_eventhub_properties()
         assert props["partition_ids"] == ["0", "1", "2", "3"]
         batch = await p.create_batch(partition_key="engine-9")
@@ -71,40 +71,40 @@ async def test_aio_producer_and_consumer_round_trip(eventhubs: Running) -> None:
             pid: (await p.get_partition_properties(pid))["last_enqueued_sequence_number"] for pid in "0123"
         }
     pid = next(k for k, v in counts.items() if v == 9)
-    got, _, _ = await areceive(eventhubs.cs, 10, partition_id=pid, starting_position="-1")
+    got, _, _ = await areceive(eh.cs, 10, partition_id=pid, starting_position="-1")
     assert [e.body_as_str() for e in got] == [f"aio-{i}" for i in range(10)]
     assert [e.properties[b"i"] for e in got] == list(range(10))
     assert all(e.partition_key == b"engine-9" for e in got)
 
 
-async def test_aio_runtime_metrics_when_tracked(eventhubs: Running) -> None:
-    async with EventHubProducerClient.from_connection_string(eventhubs.cs, retry_total=0) as p:
+async def test_aio_runtime_metrics_when_tracked(eh: Running) -> None:
+    async with EventHubProducerClient.from_connection_string(eh.cs, retry_total=0) as p:
         await p.send_batch([EventData("a"), EventData("b")], partition_id="2")
     got, _, _ = await areceive(
-        eventhubs.cs, 2, partition_id="2", starting_position="-1", track_last_enqueued_event_properties=True
+        eh.cs, 2, partition_id="2", starting_position="-1", track_last_enqueued_event_properties=True
     )
     assert got[0].body_as_str() == "a"
 
 
-async def test_aio_bad_key_and_oversize(eventhubs: Running) -> None:
-    bad = eventhubs.cs.replace("SharedAccessKey=", "SharedAccessKey=bad")
+async def test_aio_bad_key_and_oversize(eh: Running) -> None:
+    bad = eh.cs.replace("SharedAccessKey=", "SharedAccessKey=bad")
     t0 = time.monotonic()
     with pytest.raises(AuthenticationError):
         async with EventHubProducerClient.from_connection_string(bad, retry_total=0) as p:
             await p.get_eventhub_properties()
     assert time.monotonic() - t0 < 5
-    async with EventHubProducerClient.from_connection_string(eventhubs.cs, retry_total=0) as p:
+    async with EventHubProducerClient.from_connection_string(eh.cs, retry_total=0) as p:
         with pytest.raises(EventDataSendError):
             await p.send_event(EventData(b"z" * (1024 * 1024 + 1)))
 
 
-async def test_aio_epoch_steal_gives_ownership_lost(eventhubs: Running) -> None:
+async def test_aio_epoch_steal_gives_ownership_lost(eh: Running) -> None:
     closed: list[Any] = []
     errors: list[Exception] = []
     # without a shared checkpoint store each client believes it owns the partition and re-claims it at
     # its next load-balancing cycle (stealing back): keep the first one's cycle long
     first = EventHubConsumerClient.from_connection_string(
-        eventhubs.cs, consumer_group="$Default", retry_total=0, load_balancing_interval=60
+        eh.cs, consumer_group="$Default", retry_total=0, load_balancing_interval=60
     )
 
     async def on_error(ctx: Any, exc: Exception) -> None:
@@ -122,18 +122,16 @@ async def test_aio_epoch_steal_gives_ownership_lost(eventhubs: Running) -> None:
         )
     )
     try:
-        await apoll(lambda: eventhubs.receivers() == 1, 10, "the first receiver")
+        await apoll(lambda: eh.receivers() == 1, 10, "the first receiver")
 
         async def produce_when_stolen() -> None:
             await apoll(lambda: closed, 15, "the first receiver to be closed")
             await first.close()
-            async with EventHubProducerClient.from_connection_string(eventhubs.cs, retry_total=0) as p:
+            async with EventHubProducerClient.from_connection_string(eh.cs, retry_total=0) as p:
                 await p.send_event(EventData("to the new owner"), partition_id="1")
 
         producer_task = asyncio.create_task(produce_when_stolen())
-        got, _, _ = await areceive(
-            eventhubs.cs, 1, partition_id="1", starting_position="@latest", owner_level=0
-        )
+        got, _, _ = await areceive(eh.cs, 1, partition_id="1", starting_position="@latest", owner_level=0)
         await producer_task
     finally:
         await first.close()

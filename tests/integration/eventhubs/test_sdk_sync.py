@@ -12,8 +12,8 @@ from eh_sdk_helpers import Running, poll, producer, receive
 pytestmark = pytest.mark.integration
 
 
-def test_properties_and_partition_properties(eventhubs: Running) -> None:
-    with producer(eventhubs.cs) as p:
+def test_properties_and_partition_properties(eh: Running) -> None:
+    with producer(eh.cs) as p:
         props = p.get_eventhub_properties()
         assert props["eventhub_name"] == "eh1"
         assert props["partition_ids"] == ["0", "1", "2", "3"]
@@ -27,8 +27,8 @@ def test_properties_and_partition_properties(eventhubs: Running) -> None:
         assert part["last_enqueued_time_utc"].year >= 2024
 
 
-def test_batch_single_key_and_properties_round_trip(eventhubs: Running) -> None:
-    with producer(eventhubs.cs) as p:
+def test_batch_single_key_and_properties_round_trip(eh: Running) -> None:
+    with producer(eh.cs) as p:
         batch = p.create_batch(partition_id="1")
         for i in range(3):
             ev = EventData(f"event-{i}")
@@ -44,7 +44,7 @@ def test_batch_single_key_and_properties_round_trip(eventhubs: Running) -> None:
         for pid in p.get_partition_ids():
             if p.get_partition_properties(pid)["last_enqueued_sequence_number"] >= 0 and pid != "1":
                 key_partition = pid
-    events = receive(eventhubs.cs, partition_id="1", expect=4)
+    events = receive(eh.cs, partition_id="1", expect=4)
     assert [e.body_as_str() for e in events[:4]] == ["event-0", "event-1", "event-2", "to-1"]
     assert [e.sequence_number for e in events[:4]] == [0, 1, 2, 3]
     offsets = [int(e.offset) for e in events[:4]]
@@ -53,12 +53,12 @@ def test_batch_single_key_and_properties_round_trip(eventhubs: Running) -> None:
     assert first.properties == {b"unit": 0, b"name": b"engine", b"ratio": 0.5, b"flag": True}
     assert first.message_id == "m-0" and first.content_type == "text/plain" and first.correlation_id == "corr"
     assert first.enqueued_time is not None and first.partition_key is None
-    keyed = receive(eventhubs.cs, partition_id=key_partition or "0", expect=1)
+    keyed = receive(eh.cs, partition_id=key_partition or "0", expect=1)
     assert keyed[0].body_as_str() == "keyed" and keyed[0].partition_key == b"unit-7"
 
 
-def test_partition_key_is_stable(eventhubs: Running) -> None:
-    with producer(eventhubs.cs) as p:
+def test_partition_key_is_stable(eh: Running) -> None:
+    with producer(eh.cs) as p:
         for _ in range(3):
             p.send_event(EventData("same key"), partition_key="engine-42")
         counts = {pid: p.get_partition_properties(pid)["last_enqueued_sequence_number"] for pid in "0123"}
@@ -72,9 +72,9 @@ def _seed(cs: str, n: int = 5, partition_id: str = "0") -> list[EventData]:
     return receive(cs, partition_id=partition_id, expect=n)
 
 
-def test_start_positions_inclusive_and_exclusive(eventhubs: Running) -> None:
-    events = _seed(eventhubs.cs)
-    cs = eventhubs.cs
+def test_start_positions_inclusive_and_exclusive(eh: Running) -> None:
+    events = _seed(eh.cs)
+    cs = eh.cs
     seqs = lambda evs: [e.sequence_number for e in evs]  # noqa: E731
     assert seqs(receive(cs, starting_position=2, inclusive=False, expect=2)) == [3, 4]
     assert seqs(receive(cs, starting_position=2, inclusive=True, expect=3)) == [2, 3, 4]
@@ -93,46 +93,46 @@ def test_start_positions_inclusive_and_exclusive(eventhubs: Running) -> None:
     assert seqs(receive(cs, starting_position="-1", expect=5)) == [0, 1, 2, 3, 4]
 
 
-def test_latest_only_sees_new_events(eventhubs: Running) -> None:
-    _seed(eventhubs.cs, n=2)
+def test_latest_only_sees_new_events(eh: Running) -> None:
+    _seed(eh.cs, n=2)
 
     def send_after_attach() -> None:
-        poll(lambda: eventhubs.receivers() == 1, 10, "the consumer link to attach")
-        with producer(eventhubs.cs) as p:
+        poll(lambda: eh.receivers() == 1, 10, "the consumer link to attach")
+        with producer(eh.cs) as p:
             p.send_event(EventData("new"), partition_id="0")
 
-    got = receive(eventhubs.cs, starting_position="@latest", expect=1, on_started=send_after_attach)
+    got = receive(eh.cs, starting_position="@latest", expect=1, on_started=send_after_attach)
     assert [e.body_as_str() for e in got] == ["new"] and got[0].sequence_number == 2
 
 
-def test_bad_key_raises_authentication_error_fast(eventhubs: Running) -> None:
-    bad = eventhubs.cs.replace("SharedAccessKey=", "SharedAccessKey=wrong")
+def test_bad_key_raises_authentication_error_fast(eh: Running) -> None:
+    bad = eh.cs.replace("SharedAccessKey=", "SharedAccessKey=wrong")
     t0 = time.monotonic()
     with pytest.raises(AuthenticationError), producer(bad) as p:
         p.get_eventhub_properties()
     assert time.monotonic() - t0 < 5
 
 
-def test_oversize_send_raises_event_data_send_error(eventhubs: Running) -> None:
-    with producer(eventhubs.cs) as p, pytest.raises(EventDataSendError, match="exceeds the limit"):
+def test_oversize_send_raises_event_data_send_error(eh: Running) -> None:
+    with producer(eh.cs) as p, pytest.raises(EventDataSendError, match="exceeds the limit"):
         p.send_event(EventData(b"x" * (1024 * 1024 + 10)))
-    with producer(eventhubs.cs) as p:  # the server is fine afterwards
+    with producer(eh.cs) as p:  # the server is fine afterwards
         p.send_event(EventData(b"y" * 200_000), partition_id="3")  # multi-frame at 64 KiB frames
-    got = receive(eventhubs.cs, partition_id="3", expect=1)
+    got = receive(eh.cs, partition_id="3", expect=1)
     assert got[0].body_as_str() == "y" * 200_000
 
 
-def test_unknown_hub_raises_promptly(eventhubs: Running) -> None:
-    cs = eventhubs.emulator.connection_string_for("nope")
+def test_unknown_hub_raises_promptly(eh: Running) -> None:
+    cs = eh.emulator.connection_string_for("nope")
     t0 = time.monotonic()
     with pytest.raises(ConnectError), producer(cs) as p:
         p.get_eventhub_properties()
     assert time.monotonic() - t0 < 5
 
 
-def test_unknown_consumer_group_is_reported(eventhubs: Running) -> None:
+def test_unknown_consumer_group_is_reported(eh: Running) -> None:
     errors: list[Exception] = []
-    client = EventHubConsumerClient.from_connection_string(eventhubs.cs, consumer_group="nope", retry_total=0)
+    client = EventHubConsumerClient.from_connection_string(eh.cs, consumer_group="nope", retry_total=0)
     import threading
 
     worker = threading.Thread(
@@ -149,16 +149,14 @@ def test_unknown_consumer_group_is_reported(eventhubs: Running) -> None:
     assert "could not be found" in str(errors[0]) or "not-found" in str(errors[0]).lower()
 
 
-def test_epoch_steal_closes_the_old_receiver_with_ownership_lost(eventhubs: Running) -> None:
+def test_epoch_steal_closes_the_old_receiver_with_ownership_lost(eh: Running) -> None:
     import threading
 
     from azure.eventhub import CloseReason
 
     reasons: list[object] = []
     errors: list[Exception] = []
-    first = EventHubConsumerClient.from_connection_string(
-        eventhubs.cs, consumer_group="$Default", retry_total=0
-    )
+    first = EventHubConsumerClient.from_connection_string(eh.cs, consumer_group="$Default", retry_total=0)
     worker = threading.Thread(
         target=first.receive,
         kwargs=dict(
@@ -172,14 +170,14 @@ def test_epoch_steal_closes_the_old_receiver_with_ownership_lost(eventhubs: Runn
     )
     worker.start()
     try:
-        poll(lambda: eventhubs.receivers() == 1, 10, "the first epoch receiver")
+        poll(lambda: eh.receivers() == 1, 10, "the first epoch receiver")
 
         def second_started() -> None:
             poll(lambda: reasons, 15, "the first receiver to be closed")
 
-        with producer(eventhubs.cs) as p:
+        with producer(eh.cs) as p:
             p.send_event(EventData("after steal"), partition_id="0")
-        receive(eventhubs.cs, expect=1, owner_level=1, on_started=second_started)
+        receive(eh.cs, expect=1, owner_level=1, on_started=second_started)
     finally:
         first.close()
         worker.join(15)
