@@ -66,49 +66,57 @@ def test_train_labels_and_windows(subset: cmapss.Subset) -> None:
     assert w.y[i] == y[np.flatnonzero((units == w.units[i]) & (cycles == w.cycles[i]))[0]]
 
 
-def test_fd001_label_values(cmapss_dir: Path) -> None:
-    rows = cmapss.read_rows(cmapss_dir / "train_FD001.txt")
-    y = L.rul_train(rows)
-    assert y[0] == 125 and L.rul_train(rows, cap=None)[0] == 191  # unit 1 fails at cycle 192
-    assert L.rul_train(rows, cap=130)[0] == 130
-    test = cmapss.read_rows(cmapss_dir / "test_FD001.txt")
-    rul = cmapss.read_rul(cmapss_dir / "RUL_FD001.txt")
-    yt = L.rul_test(test, rul)
-    assert yt[30] == 112 and yt[0] == 112 + 30  # unit 1: 31 test cycles, true RUL 112 after the last
-    assert L.rul_test(test, rul, cap=125)[0] == 125
+# subset: unit 1's train life, its number of test cycles, its true RUL after the last test cycle.
+UNIT1 = {"FD001": (192, 31, 112), "FD002": (149, 258, 18), "FD003": (259, 233, 44), "FD004": (321, 230, 22)}
 
 
-def test_constant_sensors_and_conditions(cmapss_dir: Path) -> None:
-    fd001 = cmapss.read_rows(cmapss_dir / "train_FD001.txt")
-    assert L.constant_sensors(fd001) == (1, 5, 10, 16, 18, 19)
-    assert L.constant_sensors(fd001, max_distinct=2) == (1, 5, 6, 10, 16, 18, 19)
-    assert set(L.DEFAULT_SENSORS) == set(range(1, 22)) - set(L.constant_sensors(fd001, 2))
-    fd002 = cmapss.read_rows(cmapss_dir / "train_FD002.txt")
-    assert L.constant_sensors(fd002) == ()
-    assert L.constant_sensors(fd002, by_condition=True) == (1, 5, 18, 19)
-    assert L.constant_sensors(fd002, max_distinct=3, by_condition=True) == (1, 5, 6, 10, 16, 18, 19)
-    conditions = L.operating_conditions(fd002)
-    assert np.bincount(conditions)[1:].tolist() == [8044, 8096, 8122, 8002, 8037, 13458]
-    assert set(L.operating_conditions(fd001).tolist()) == {1}
+def test_unit1_label_values(subset: cmapss.Subset) -> None:
+    life, test_cycles, true_rul = UNIT1[subset.name]
+    assert L.rul_train(subset.train, cap=None)[0] == life - 1  # RUL 0 at the failure cycle
+    assert L.rul_train(subset.train)[0] == min(life - 1, 125)
+    assert L.rul_train(subset.train, cap=130)[0] == min(life - 1, 130)
+    yt = L.rul_test(subset.test, subset.rul)
+    assert yt[test_cycles - 1] == true_rul and yt[0] == true_rul + test_cycles - 1
+    assert L.rul_test(subset.test, subset.rul, cap=125)[0] == min(125, true_rul + test_cycles - 1)
 
 
-def test_per_condition_zscore_on_fd002(cmapss_dir: Path) -> None:
-    sub = cmapss.load_subset("FD002", cmapss_dir)
-    x, cond = L.sensor_matrix(sub.train, range(1, 22)), L.operating_conditions(sub.train)
+# subset: exactly constant sensors, <= 2 values, constant within each condition, <= 3 values per condition,
+# rows per operating condition (docs/cmapss.md sections 1 and 2).
+SENSORS = {
+    "FD001": ((1, 5, 10, 16, 18, 19), (1, 5, 6, 10, 16, 18, 19), None, None, [20631]),
+    "FD002": ((), (16, 19), (1, 5, 18, 19), (1, 5, 6, 10, 16, 18, 19), [8044, 8096, 8122, 8002, 8037, 13458]),
+    "FD003": ((1, 5, 16, 18, 19), (1, 5, 16, 18, 19), None, None, [24720]),
+    "FD004": ((), (16, 19), (1, 5, 18, 19), (1, 5, 16, 18, 19), [9238, 9224, 9091, 9139, 9162, 15395]),
+}
+
+
+def test_constant_sensors_and_conditions(subset: cmapss.Subset) -> None:
+    exact, two, per_condition, three_per_condition, counts = SENSORS[subset.name]
+    assert L.constant_sensors(subset.train) == exact
+    assert L.constant_sensors(subset.train, max_distinct=2) == two
+    if per_condition is not None:
+        assert L.constant_sensors(subset.train, by_condition=True) == per_condition
+        assert L.constant_sensors(subset.train, max_distinct=3, by_condition=True) == three_per_condition
+    if subset.name == "FD001":
+        assert set(L.DEFAULT_SENSORS) == set(range(1, 22)) - set(two)
+    assert np.bincount(L.operating_conditions(subset.train))[1:].tolist() == counts
+
+
+def test_zscore_fitted_on_train_per_condition(subset: cmapss.Subset) -> None:
+    per_condition = len(SENSORS[subset.name][4]) == 6
+    x = L.sensor_matrix(subset.train, range(1, 22))
+    cond = L.operating_conditions(subset.train) if per_condition else None
     scaler = L.fit_zscore(x, cond)
     z = scaler.transform(x, cond)
     assert np.all(np.isfinite(z))
-    for c in range(1, 7):
-        part = z[cond == c]
+    for c in np.unique(cond) if cond is not None else [None]:
+        part = z if c is None else z[cond == c]
         assert np.allclose(part.mean(axis=0), 0, atol=1e-6)
-        spread = part.std(axis=0)
-        assert np.allclose(spread[[j - 1 for j in L.DEFAULT_SENSORS]], 1.0)
-        assert np.all(part[:, [0, 4, 17, 18]] == 0)  # constant per condition -> 0, not NaN
-    zt = scaler.transform(L.sensor_matrix(sub.test, range(1, 22)), L.operating_conditions(sub.test))
+        assert np.allclose(part.std(axis=0)[[j - 1 for j in L.DEFAULT_SENSORS]], 1.0)
+        assert np.all(part[:, [0, 4, 18 - 1]] == 0)  # constant (per condition) -> 0, not NaN
+    test_cond = L.operating_conditions(subset.test) if per_condition else None
+    zt = scaler.transform(L.sensor_matrix(subset.test, range(1, 22)), test_cond)
     assert np.all(np.isfinite(zt)) and abs(float(zt[:, 1].mean())) < 0.5  # train statistics apply to test
-    # Without conditions, FD002 sensors are dominated by the condition: global z-scores are far wider.
-    g = L.fit_zscore(x).transform(x)
-    assert np.allclose(g.std(axis=0)[1], 1.0) and np.allclose(g.mean(axis=0), 0, atol=1e-9)
 
 
 def test_minmax_maps_train_range_to_minus_one_one() -> None:
