@@ -1,0 +1,326 @@
+"""``python -m enginehub.loadtests throughput|failover --json``: the benchmark runner (a public contract).
+
+It starts the local stack (the Event Hubs emulator, ``--consumer-nodes`` ingest processes into a fresh
+SQLite file, a shared file checkpoint store), runs Locust headless with ``scenarios/throughput.py`` or
+``scenarios/failover.py``, then (throughput) the bare SDK receive baseline on the same emulator and
+partitions, and prints ONE JSON line last:
+
+- ``throughput``: ``events_per_s_sustained``, ``produced``, ``rows``, ``lost``, ``duplicates``,
+  ``p50_latency_ms``, ``p99_latency_ms``, ``consumer_nodes``, ``partitions``, ``sink``,
+  ``sdk_receive_baseline_events_per_s``;
+- ``failover``: ``crash_takeover_s``, ``graceful_takeover_s``, ``lost``, ``duplicates``, ``rows``,
+  ``produced``.
+
+Everything else (steady window, unconfirmed batches, latencies, threshold verdicts, log paths) goes to
+stderr. Exit code: Locust's (0 = every threshold met, 1 = a threshold failed), 2 = the stack did not start.
+With ``--eventhub-connection-string`` no emulator is started (the hub must exist, with a ``baseline``
+consumer group for the baseline, or ``--baseline-consumer-group``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from enginehub.loadtests.stack import EmulatorProcess, IngestNode, IngestSettings, wait_all_owned
+
+LOG = logging.getLogger("enginehub.loadtests")
+SCENARIOS = Path(__file__).resolve().parent / "scenarios"
+
+THROUGHPUT_KEYS = (
+    "events_per_s_sustained",
+    "produced",
+    "rows",
+    "lost",
+    "duplicates",
+    "p50_latency_ms",
+    "p99_latency_ms",
+    "consumer_nodes",
+    "partitions",
+    "sink",
+    "sdk_receive_baseline_events_per_s",
+)
+FAILOVER_KEYS = ("crash_takeover_s", "graceful_takeover_s", "lost", "duplicates", "rows", "produced")
+
+
+def _common(p: argparse.ArgumentParser, *, rate: float, hold: float, nodes: int) -> None:
+    p.add_argument("--json", action="store_true", help="print the one-line JSON result last")
+    p.add_argument("--duration", type=float, default=hold, help="seconds the target rate is held")
+    p.add_argument("--target-rate", type=float, default=rate, help="events/s offered (default %(default)s)")
+    p.add_argument("--partitions", type=int, default=4)
+    p.add_argument("--consumer-nodes", type=int, default=nodes)
+    p.add_argument("--producers", type=int, default=0, help="producer users (default: one per partition)")
+    p.add_argument("--producer", choices=("raw", "sdk"), default="raw")
+    p.add_argument("--batch-size", type=int, default=250, help="events per produced batch")
+    p.add_argument("--ingest-batch-size", type=int, default=500)
+    p.add_argument("--ingest-prefetch", type=int, default=2000)
+    p.add_argument(
+        "--warmup", type=float, default=None, help="s left out of the steady window (default 10%%)"
+    )
+    p.add_argument("--drain-timeout", type=float, default=120.0)
+    p.add_argument("--eventhub-connection-string", help="use this namespace instead of starting the emulator")
+    p.add_argument("--eventhub", default="eh1")
+    p.add_argument("--workdir", help="keep logs, the SQLite file and checkpoints here (default: a temp dir)")
+    p.add_argument("--max-p99-ms", type=float, default=None)
+    p.add_argument(
+        "--timeout", type=float, default=0, help="hard limit for the Locust run (default: derived)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m enginehub.loadtests", description=__doc__.split("\n\n")[0]
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("throughput", help="sustained end-to-end throughput + SDK receive baseline")
+    _common(t, rate=10000.0, hold=60.0, nodes=2)
+    t.add_argument("--min-rate", type=float, default=None, help="threshold (default: --target-rate x 0.95)")
+    t.add_argument("--baseline-seconds", type=float, default=20.0, help="time limit of the SDK baseline")
+    t.add_argument("--no-baseline", action="store_true")
+    t.add_argument("--baseline-consumer-group", default="baseline")
+    f = sub.add_parser("failover", help="kill -9 one ingest node, later SIGTERM a second; takeover times")
+    _common(f, rate=2000.0, hold=30.0, nodes=3)
+    f.add_argument(
+        "--crash-at", type=float, default=None, help="s into the load (default 25%% of --duration)"
+    )
+    f.add_argument("--graceful-at", type=float, default=None, help="s into the load (default 60%%)")
+    f.add_argument("--max-crash-takeover", type=float, default=10.0)
+    f.add_argument("--max-graceful-takeover", type=float, default=3.0)
+    s = sub.add_parser("serve-eventhubs", help="(internal) run the emulator; prints its JSON line")
+    s.add_argument("--hub", default="eh1")
+    s.add_argument("--partitions", type=int, default=4)
+    s.add_argument("--consumer-group", action="append", default=[])
+    s.add_argument("--data-dir")
+    s.add_argument("--port", type=int, default=0)
+    b = sub.add_parser("baseline-receive", help="(internal) one SDK receive-and-discard process")
+    b.add_argument("--eventhub-connection-string", required=True)
+    b.add_argument("--eventhub", default="eh1")
+    b.add_argument("--consumer-group", default="baseline")
+    b.add_argument("--partitions", required=True, help="comma-separated partition ids")
+    b.add_argument("--max-events", type=int, default=100000)
+    b.add_argument("--seconds", type=float, default=20.0)
+    b.add_argument("--batch-size", type=int, default=500)
+    b.add_argument("--prefetch", type=int, default=2000)
+    return parser
+
+
+def _locust(
+    args: argparse.Namespace, workdir: Path, cs: str, sink_db: Path, extra: list[str]
+) -> dict[str, Any]:
+    scenario = SCENARIOS / ("failover.py" if args.command == "failover" else "throughput.py")
+    report = workdir / "locust-report.json"
+    producers = args.producers or args.partitions
+    warmup = args.warmup if args.warmup is not None else min(10.0, args.duration * 0.1)
+    argv = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(scenario),
+        "--headless",
+        "--only-summary",
+        "--loglevel",
+        "INFO",
+        "--stop-timeout",
+        "10",
+        "--eventhub-connection-string",
+        cs,
+        "--eventhub",
+        args.eventhub,
+        "--partitions",
+        str(args.partitions),
+        "--producers",
+        str(producers),
+        "--producer",
+        args.producer,
+        "--target-rate",
+        str(args.target_rate),
+        "--hold",
+        str(args.duration),
+        "--warmup",
+        str(warmup),
+        "--batch-size",
+        str(args.batch_size),
+        "--sink-db",
+        str(sink_db),
+        "--drain-timeout",
+        str(args.drain_timeout),
+        "--report-json",
+        str(report),
+        *extra,
+    ]
+    if args.max_p99_ms is not None:
+        argv += ["--max-p99-ms", str(args.max_p99_ms)]
+    limit = args.timeout or (args.duration + args.drain_timeout + 60)
+    with open(workdir / "locust.log", "w") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, text=True)
+        try:
+            code = proc.wait(limit)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, 9)
+            proc.wait(10)
+            code = 124
+    result: dict[str, Any] = {"locust_exit_code": code}
+    if report.exists():
+        result.update(json.loads(report.read_text()))
+    else:
+        tail = (workdir / "locust.log").read_text(errors="replace").splitlines()[-30:]
+        LOG.error("Locust wrote no report (exit %s):\n%s", code, "\n".join(tail))
+    return result
+
+
+def _baseline(args: argparse.Namespace, workdir: Path, cs: str, produced: int) -> float | None:
+    nodes = max(1, args.consumer_nodes)
+    shares = [[str(p) for p in range(args.partitions) if p % nodes == i] for i in range(nodes)]
+    shares = [s for s in shares if s]
+    per_process = max(1000, produced // len(shares))
+    children = []
+    for i, share in enumerate(shares):
+        argv = [
+            sys.executable,
+            "-m",
+            "enginehub.loadtests",
+            "baseline-receive",
+            "--eventhub-connection-string",
+            cs,
+            "--eventhub",
+            args.eventhub,
+            "--consumer-group",
+            args.baseline_consumer_group,
+            "--partitions",
+            ",".join(share),
+            "--max-events",
+            str(per_process),
+            "--seconds",
+            str(args.baseline_seconds),
+            "--batch-size",
+            str(args.ingest_batch_size),
+            "--prefetch",
+            str(args.ingest_prefetch),
+        ]
+        log = open(workdir / f"baseline-{i}.log", "w")  # noqa: SIM115 - closed below
+        children.append((subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, text=True), log))
+    total, longest = 0, 0.0
+    for proc, log in children:
+        try:
+            out, _ = proc.communicate(timeout=args.baseline_seconds + 60)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, 9)
+            out, _ = proc.communicate()
+        log.close()
+        lines = [ln for ln in (out or "").splitlines() if ln.startswith("{")]
+        if not lines:
+            LOG.error("baseline process %s printed no result (exit %s)", proc.pid, proc.returncode)
+            return None
+        r = json.loads(lines[-1])
+        LOG.info("baseline process: %s", r)
+        total += int(r["events"])
+        longest = max(longest, float(r["seconds"]))
+    return round(total / longest, 1) if longest > 0 else None
+
+
+def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix=f"enginehub-{args.command}-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    sink_db = workdir / "sink.db"
+    checkpoints = workdir / "checkpoints"
+    LOG.info("workdir %s", workdir)
+    emulator = None
+    nodes: list[IngestNode] = []
+    failover = args.command == "failover"
+    try:
+        if args.eventhub_connection_string:
+            cs = args.eventhub_connection_string
+        else:
+            emulator = EmulatorProcess(workdir, args.eventhub, args.partitions, ("baseline",)).start()
+            cs = emulator.connection_string
+        settings = IngestSettings(batch_size=args.ingest_batch_size, prefetch=args.ingest_prefetch)
+        for i in range(args.consumer_nodes):
+            node = IngestNode(
+                workdir, f"node-{i}", cs, args.eventhub, f"sqlite:///{sink_db}", checkpoints, settings
+            )
+            nodes.append(node.start())
+        live = {n.owner_id for n in nodes}
+        try:
+            seen = wait_all_owned(checkpoints, args.partitions, live, timeout=60)
+        except TimeoutError as exc:
+            LOG.error("%s\n%s", exc, "\n".join(n.log_tail(5) for n in nodes))
+            return {}, 2
+        LOG.info("ingest nodes own all partitions: %s", seen)
+        extra: list[str] = []
+        if failover:
+            crash_at = args.crash_at if args.crash_at is not None else args.duration * 0.25
+            graceful_at = args.graceful_at if args.graceful_at is not None else args.duration * 0.6
+            extra += ["--ingest-pids", ",".join(f"{n.owner_id}:{n.pid}" for n in nodes)]
+            extra += ["--checkpoint-dir", str(checkpoints), "--crash-at", str(crash_at)]
+            extra += ["--graceful-at", str(graceful_at), "--max-crash-takeover", str(args.max_crash_takeover)]
+            extra += ["--max-graceful-takeover", str(args.max_graceful_takeover)]
+        else:
+            min_rate = args.min_rate if args.min_rate is not None else args.target_rate * 0.95
+            extra += ["--min-rate", str(min_rate)]
+        t0 = time.monotonic()
+        result = _locust(args, workdir, cs, sink_db, extra)
+        LOG.info("load run took %.1f s; details: %s", time.monotonic() - t0, json.dumps(result, default=str))
+        code = int(result.get("locust_exit_code", 1))
+        for node in nodes:
+            rc = node.stop(30)
+            if node.proc is not None and rc not in (0, -9):
+                LOG.warning("%s exited with %s:\n%s", node.name, rc, node.log_tail(10))
+        if failover:
+            out = {k: result.get(k) for k in FAILOVER_KEYS}
+        else:
+            baseline = None
+            if not args.no_baseline and result.get("produced"):
+                baseline = _baseline(args, workdir, cs, int(result["produced"]))
+            result["sdk_receive_baseline_events_per_s"] = baseline
+            result["consumer_nodes"] = args.consumer_nodes
+            result["partitions"] = args.partitions
+            result["sink"] = "sqlite"
+            out = {k: result.get(k) for k in THROUGHPUT_KEYS}
+            if baseline and result.get("events_per_s_sustained") is not None:
+                LOG.info(
+                    "sustained / SDK receive baseline = %.2f",
+                    float(result["events_per_s_sustained"]) / baseline,
+                )
+        for failure in result.get("failures", []):
+            LOG.warning("threshold failed: %s", failure)
+        return out, code
+    finally:
+        for node in nodes:
+            node.stop(10)
+        if emulator is not None:
+            emulator.stop(10)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "serve-eventhubs":
+        import asyncio
+
+        from enginehub.loadtests.stack import serve_eventhubs
+
+        asyncio.run(serve_eventhubs(args.hub, args.partitions, args.consumer_group, args.data_dir, args.port))
+        return 0
+    if args.command == "baseline-receive":
+        from enginehub.loadtests.baseline import main as baseline_main
+
+        return baseline_main(args)
+    out, code = run(args)
+    if args.json:
+        print(json.dumps(out), flush=True)
+    else:
+        print(json.dumps(out, indent=2), flush=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

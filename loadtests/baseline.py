@@ -1,0 +1,96 @@
+"""The SDK receive baseline: bare ``EventHubConsumerClient`` (aio) receive-and-discard, no sink, no rules.
+
+``python -m enginehub.loadtests baseline-receive --partitions 0,2 ...`` is one process; the runner starts as
+many as there are ingest nodes, each on its share of the partitions, against the same emulator and the
+events the load run left there, so the figure is what the SDK alone can read on this machine. Each process
+prints one JSON line: events received and seconds from its first event to its last (or the time limit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+LOG = logging.getLogger(__name__)
+
+
+async def receive_and_discard(
+    connection_string: str,
+    eventhub: str,
+    consumer_group: str,
+    partitions: list[str],
+    max_events: int,
+    seconds: float,
+    batch_size: int = 500,
+    prefetch: int = 2000,
+) -> dict[str, Any]:
+    from azure.eventhub.aio import EventHubConsumerClient
+
+    client = EventHubConsumerClient.from_connection_string(
+        connection_string, consumer_group, eventhub_name=eventhub
+    )
+    count = 0
+    first: float | None = None
+    last = 0.0
+    done = asyncio.Event()
+
+    async def on_batch(ctx: Any, events: list[Any]) -> None:
+        nonlocal count, first, last
+        if not events:
+            return
+        now = time.monotonic()
+        if first is None:
+            first = now
+        count += len(events)
+        last = now
+        if count >= max_events:
+            done.set()
+
+    async with client:
+        tasks = [
+            asyncio.create_task(
+                client.receive_batch(
+                    on_event_batch=on_batch,
+                    partition_id=p,
+                    starting_position="-1",
+                    max_batch_size=batch_size,
+                    max_wait_time=0.5,
+                    prefetch=prefetch,
+                )
+            )
+            for p in partitions
+        ]
+        try:
+            await asyncio.wait_for(done.wait(), seconds)
+        except TimeoutError:
+            pass
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    elapsed = (last - first) if first is not None else 0.0
+    return {
+        "events": count,
+        "seconds": round(elapsed, 3),
+        "events_per_s": round(count / elapsed, 1) if elapsed > 0 else 0.0,
+    }
+
+
+def main(args: Any) -> int:
+    logging.getLogger("azure").setLevel(logging.WARNING)
+    result = asyncio.run(
+        receive_and_discard(
+            args.eventhub_connection_string,
+            args.eventhub,
+            args.consumer_group,
+            [p for p in args.partitions.split(",") if p],
+            args.max_events,
+            args.seconds,
+            args.batch_size,
+            args.prefetch,
+        )
+    )
+    print(json.dumps(result), flush=True)  # noqa: T201 - read by the runner
+    return 0

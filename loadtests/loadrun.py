@@ -1,0 +1,328 @@
+"""What the Event Hubs locustfiles do, without importing Locust (usable and testable on its own).
+
+- :func:`add_arguments`: the custom command-line options of ``scenarios/throughput.py`` and
+  ``scenarios/failover.py``.
+- :class:`ProducerLoop`: one producer user's work: paced batches (``--target-rate`` split over
+  ``--producers`` users, each writing to partition ``index % partitions``), ids logged in a
+  :class:`~enginehub.loadtests.measure.ProducedLog`.
+- :class:`Run`: the run's shared state (start time, visibility probe, failover driver) and
+  :meth:`Run.finish`: wait until the sink holds every produced id (bounded), analyse, check thresholds.
+- :class:`FailoverDriver`: kill -9 one ingest node at ``--crash-at`` s, SIGTERM a second at ``--graceful-at``
+  s, and time how long until a live node owns each of their partitions (read from the file checkpoint
+  store that the nodes share).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from enginehub.loadtests.clients import RequestEvent
+from enginehub.loadtests.clients.eventhub import RawProducer, SdkProducer, encode_event
+from enginehub.loadtests.measure import ProducedLog, Report, Thresholds, VisibilityProbe, analyze, count_rows
+from enginehub.loadtests.stack import owners
+
+LOG = logging.getLogger(__name__)
+
+
+def add_arguments(parser: Any, failover: bool = False) -> None:
+    """Locust's ``init_command_line_parser`` parser, or a plain argparse parser."""
+    g = parser.add_argument_group("enginehub") if hasattr(parser, "add_argument_group") else parser
+    env = os.environ.get
+    g.add_argument("--eventhub-connection-string", default=env("EVENTHUB_CONNECTION_STRING", ""))
+    g.add_argument("--eventhub", default=env("EVENTHUB_NAME", "eh1"))
+    g.add_argument("--partitions", type=int, default=4, help="partitions of the hub (producer i -> i %% P)")
+    g.add_argument("--producer", choices=("raw", "sdk"), default="raw", help="raw (our codec) or sdk")
+    g.add_argument("--producers", type=int, default=4, help="producer users")
+    g.add_argument("--target-rate", type=float, default=10000.0, help="events/s over all producers")
+    g.add_argument("--hold", type=float, default=60.0, help="seconds the rate is held (the shape's length)")
+    g.add_argument(
+        "--warmup", type=float, default=5.0, help="seconds at the start left out of the steady window"
+    )
+    g.add_argument("--batch-size", type=int, default=250, help="events per batch")
+    g.add_argument("--sink-db", default="", help="SQLite file the ingest nodes write (measurement)")
+    g.add_argument("--table", default="enginehub_events")
+    g.add_argument("--run-id", default="", help="id prefix of this run's events (default: random)")
+    g.add_argument(
+        "--drain-timeout", type=float, default=60.0, help="max seconds to wait for rows after the load"
+    )
+    g.add_argument("--report-json", default="", help="write the measurement here (the runner reads it)")
+    g.add_argument("--min-rate", type=float, default=None, help="fail below this sustained events/s")
+    g.add_argument("--max-lost", type=int, default=0)
+    g.add_argument("--max-duplicates", type=int, default=0)
+    g.add_argument("--max-p99-ms", type=float, default=None)
+    if failover:
+        g.add_argument("--ingest-pids", default="", help="owner_id:pid,... of the ingest nodes")
+        g.add_argument("--checkpoint-dir", default="", help="their shared file checkpoint store")
+        g.add_argument("--crash-at", type=float, default=8.0, help="kill -9 one node at this second")
+        g.add_argument("--graceful-at", type=float, default=20.0, help="SIGTERM a second node at this second")
+        g.add_argument("--max-crash-takeover", type=float, default=10.0)
+        g.add_argument("--max-graceful-takeover", type=float, default=3.0)
+
+
+def _bodies(n: int = 512) -> list[bytes]:
+    from enginehub.ingest.testing import seed_line
+
+    return [seed_line(1 + i % 100, 1 + i // 100).encode() for i in range(n)]
+
+
+class ProducerLoop:
+    """One producer: ``step()`` sends one batch, ``wait()`` is the pause until the next one is due."""
+
+    def __init__(
+        self, opts: Any, index: int, produced: ProducedLog, request_event: RequestEvent | None = None
+    ) -> None:
+        self.opts = opts
+        self.index = index
+        self.produced = produced
+        self.prefix = f"{opts.run_id}-p{index}"
+        self.partition = str(index % opts.partitions)
+        self.batch = int(opts.batch_size)
+        rate_per_user = opts.target_rate / max(opts.producers, 1)
+        self.interval = self.batch / rate_per_user if rate_per_user > 0 else 1.0
+        #: bounded in count as well as in time: at most the events the rate asks for over --hold
+        self.max_events = int(round(rate_per_user * opts.hold / self.batch)) * self.batch
+        self.n = 0
+        self.bodies = _bodies()
+        self._pending: tuple[int, int] | None = None
+        self._next = time.monotonic()
+        cs = opts.eventhub_connection_string
+        if opts.producer == "sdk":
+            self.client: Any = SdkProducer(cs, opts.eventhub, self.partition, request_event=request_event)
+        else:
+            self.client = RawProducer(cs, opts.eventhub, self.partition, request_event=request_event)
+
+    @property
+    def done(self) -> bool:
+        return self.n >= self.max_events
+
+    def step(self) -> None:
+        if self.done:
+            return
+        first, count = self.n, self.batch
+        self.n += count
+        ids = [f"{self.prefix}-{k}" for k in range(first, first + count)]
+        bodies = self.bodies
+        nb = len(bodies)
+        self._pending = (first, count)
+        ok = False
+        try:
+            if isinstance(self.client, RawProducer):
+                self.client.send_batch(
+                    [
+                        encode_event(bodies[k % nb], mid)
+                        for k, mid in zip(range(first, first + count), ids, strict=True)
+                    ]
+                )
+            else:
+                self.client.send_batch([bodies[k % nb] for k in range(first, first + count)], ids)
+            ok = True
+        finally:
+            self._pending = None
+            self.produced.record(self.prefix, first, count, ok)
+        self._next += self.interval
+
+    def wait(self) -> float:
+        if self.done:
+            return 1.0  # idle until the shape ends the run
+        now = time.monotonic()
+        if self._next < now - 2.0:  # more than 2 s behind: do not burst, hold the rate from here
+            self._next = now
+        return max(0.0, self._next - now)
+
+    def close(self) -> None:
+        if self._pending is not None:  # stopped mid-send: it may or may not have been stored
+            self.produced.record(self.prefix, self._pending[0], self._pending[1], False)
+            self._pending = None
+        try:
+            self.client.close()
+        except Exception:  # closing must not fail the run
+            LOG.debug("closing the producer failed", exc_info=True)
+
+
+@dataclass
+class Takeover:
+    what: str
+    node: str
+    partitions: list[str]
+    at: float
+    seconds: float | None = None
+    new_owners: dict[str, str] = field(default_factory=dict)
+
+
+class FailoverDriver:
+    """See the module docstring. ``nodes``: owner id -> pid (children of whoever started them)."""
+
+    def __init__(
+        self,
+        nodes: dict[str, int],
+        checkpoint_dir: str,
+        crash_at: float,
+        graceful_at: float,
+        timeout: float = 30.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.nodes = dict(nodes)
+        self.live = set(nodes)
+        self.checkpoint_dir = checkpoint_dir
+        self.crash_at = crash_at
+        self.graceful_at = graceful_at
+        self.timeout = timeout
+        self.sleep = sleep
+        self.results: list[Takeover] = []
+        self.error: str | None = None
+        self.done = threading.Event()
+
+    def _victim(self) -> str:
+        current = owners(self.checkpoint_dir)
+        counts = {n: sum(1 for o in current.values() if o == n) for n in sorted(self.live)}
+        return max(counts, key=lambda n: (counts[n], n))
+
+    def _stop_node(self, what: str, sig: int) -> Takeover:
+        node = self._victim()
+        partitions = sorted(p for p, o in owners(self.checkpoint_dir).items() if o == node)
+        t0 = time.time()
+        os.kill(self.nodes[node], sig)
+        self.live.discard(node)
+        LOG.info("failover: %s node %s (pid %s) owning %s", what, node, self.nodes[node], partitions)
+        result = Takeover(what, node, partitions, t0)
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            current = owners(self.checkpoint_dir)
+            if all(current.get(p) in self.live for p in partitions):
+                result.seconds = round(time.time() - t0, 2)
+                result.new_owners = {p: current[p] for p in partitions}
+                break
+            self.sleep(0.05)
+        LOG.info("failover: %s takeover of %s: %s s", what, partitions, result.seconds)
+        self.results.append(result)
+        return result
+
+    def run(self, started: float) -> None:
+        try:
+            self.sleep(max(0.0, started + self.crash_at - time.time()))
+            self._stop_node("crash", signal.SIGKILL)
+            self.sleep(max(0.0, started + self.graceful_at - time.time()))
+            self._stop_node("graceful", signal.SIGTERM)
+        except Exception as exc:  # reported in the run's results, never swallowed silently
+            LOG.exception("failover driver failed")
+            self.error = repr(exc)
+        finally:
+            self.done.set()
+
+    def takeover(self, what: str) -> float | None:
+        for r in self.results:
+            if r.what == what:
+                return r.seconds
+        return None
+
+
+@dataclass
+class Run:
+    """Shared state of one load run inside one Locust process (or a script)."""
+
+    opts: Any
+    produced: ProducedLog = field(default_factory=ProducedLog)
+    started: float | None = None
+    probe: VisibilityProbe | None = None
+    failover: FailoverDriver | None = None
+    report: Report | None = None
+    failures: list[str] = field(default_factory=list)
+    result: dict[str, Any] = field(default_factory=dict)
+    _users: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        if not self.opts.run_id:
+            self.opts.run_id = f"lt{uuid.uuid4().hex[:8]}"
+
+    def next_index(self) -> int:
+        with self._lock:
+            self._users += 1
+            return self._users - 1
+
+    def new_producer(self, request_event: RequestEvent | None = None) -> ProducerLoop:
+        return ProducerLoop(self.opts, self.next_index(), self.produced, request_event)
+
+    def start(self) -> None:
+        self.started = time.time()
+        if self.opts.sink_db:
+            self.probe = VisibilityProbe(self.opts.sink_db, self.opts.table).start()
+
+    def start_failover(self, spawn: Callable[[Callable[[], None]], Any]) -> None:
+        opts = self.opts
+        if not getattr(opts, "ingest_pids", ""):
+            return
+        nodes = {}
+        for item in opts.ingest_pids.split(","):
+            owner, _, pid = item.rpartition(":")
+            nodes[owner] = int(pid)
+        self.failover = FailoverDriver(nodes, opts.checkpoint_dir, opts.crash_at, opts.graceful_at)
+        started = self.started or time.time()
+        spawn(lambda: self.failover.run(started))  # type: ignore[union-attr]
+
+    def wait_drained(self, sleep: Callable[[float], None] = time.sleep) -> int:
+        """Poll until the sink holds as many rows of this run as were acked (bounded by --drain-timeout)."""
+        want = self.produced.produced
+        deadline = time.monotonic() + self.opts.drain_timeout
+        have = count_rows(self.opts.sink_db, self.opts.table, self.opts.run_id + "-")
+        while have < want and time.monotonic() < deadline:
+            sleep(0.2)
+            have = count_rows(self.opts.sink_db, self.opts.table, self.opts.run_id + "-")
+        if have < want:
+            LOG.warning("drain timeout: %d of %d rows after %.0f s", have, want, self.opts.drain_timeout)
+        return have
+
+    def finish(self, sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
+        opts = self.opts
+        ended = time.time()
+        result: dict[str, Any] = {"run_id": opts.run_id, "produced": self.produced.produced}
+        if self.failover is not None and not self.failover.done.wait(self.failover.timeout * 2 + 5):
+            self.failures.append("the failover driver did not finish")
+        if opts.sink_db:
+            self.wait_drained(sleep)
+            if self.probe is not None:
+                self.probe.stop()
+            started = self.started or ended
+            window = (started + opts.warmup, min(started + opts.hold, ended))
+            self.report = analyze(
+                opts.sink_db,
+                opts.table,
+                opts.run_id + "-",
+                self.produced,
+                self.probe.samples if self.probe else [],
+                window if window[1] > window[0] else None,
+            )
+            result.update(self.report.to_json())
+            thresholds = Thresholds(opts.min_rate, opts.max_lost, opts.max_duplicates, opts.max_p99_ms)
+            self.failures = thresholds.failures(self.report)
+        if self.failover is not None:
+            result["crash_takeover_s"] = self.failover.takeover("crash")
+            result["graceful_takeover_s"] = self.failover.takeover("graceful")
+            result["failover"] = [vars(r) for r in self.failover.results]
+            result["failover_error"] = self.failover.error
+            for what, limit in (("crash", opts.max_crash_takeover), ("graceful", opts.max_graceful_takeover)):
+                seconds = self.failover.takeover(what)
+                if seconds is None or seconds > limit:
+                    self.failures.append(f"{what} takeover {seconds} s > {limit} s")
+        result["failures"] = self.failures
+        self.result = result
+        if opts.report_json:
+            Path(opts.report_json).write_text(json.dumps(result, default=str))
+        return result
+
+
+def parse_args(argv: list[str] | None = None, failover: bool = False) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, failover)
+    return parser.parse_args(argv)

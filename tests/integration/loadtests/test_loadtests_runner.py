@@ -1,0 +1,114 @@
+"""Smokes of the benchmark runner (the public contract): a few seconds of each scenario, real processes.
+
+Each runs ``python -m enginehub.loadtests ... --json`` as a child process: the emulator, ingest nodes and
+Locust headless are its children; the last stdout line must be the JSON object with exactly the contract keys.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from enginehub.loadtests.__main__ import FAILOVER_KEYS, THROUGHPUT_KEYS
+
+pytestmark = pytest.mark.integration
+
+
+def run_runner(args: list[str], timeout: float) -> tuple[dict, subprocess.CompletedProcess]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "enginehub.loadtests", *args, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    lines = proc.stdout.strip().splitlines()
+    assert lines, f"no output (exit {proc.returncode}); stderr:\n{proc.stderr[-3000:]}"
+    return json.loads(lines[-1]), proc
+
+
+@pytest.mark.timeout(120)
+def test_throughput_smoke(tmp_path):
+    out, proc = run_runner(
+        [
+            "throughput",
+            "--duration",
+            "4",
+            "--target-rate",
+            "1000",
+            "--consumer-nodes",
+            "2",
+            "--batch-size",
+            "50",
+            "--baseline-seconds",
+            "5",
+            "--workdir",
+            str(tmp_path),
+        ],
+        timeout=110,
+    )
+    assert tuple(out) == THROUGHPUT_KEYS, out
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert out["produced"] == 4000 and out["rows"] == 4000
+    assert out["lost"] == 0 and out["duplicates"] == 0
+    assert 800 <= out["events_per_s_sustained"] <= 1200  # the offered rate, held (not a peak)
+    assert 0 < out["p50_latency_ms"] <= out["p99_latency_ms"] < 10_000
+    assert (out["consumer_nodes"], out["partitions"], out["sink"]) == (2, 4, "sqlite")
+    assert out["sdk_receive_baseline_events_per_s"] > 0
+    assert (tmp_path / "locust.log").read_text().count("eh.raw send_batch") >= 1
+
+
+@pytest.mark.timeout(120)
+def test_throughput_threshold_failure_sets_the_exit_code(tmp_path):
+    out, proc = run_runner(
+        [
+            "throughput",
+            "--duration",
+            "3",
+            "--target-rate",
+            "500",
+            "--consumer-nodes",
+            "1",
+            "--min-rate",
+            "1000000",
+            "--no-baseline",
+            "--workdir",
+            str(tmp_path),
+        ],
+        timeout=110,
+    )
+    assert proc.returncode == 1
+    assert out["lost"] == 0 and out["sdk_receive_baseline_events_per_s"] is None
+    assert "threshold failed: sustained" in proc.stderr
+
+
+@pytest.mark.timeout(150)
+def test_failover_smoke(tmp_path):
+    out, proc = run_runner(
+        [
+            "failover",
+            "--duration",
+            "14",
+            "--target-rate",
+            "500",
+            "--consumer-nodes",
+            "3",
+            "--crash-at",
+            "2",
+            "--graceful-at",
+            "10",
+            "--batch-size",
+            "50",
+            "--workdir",
+            str(tmp_path),
+        ],
+        timeout=140,
+    )
+    assert tuple(out) == FAILOVER_KEYS, out
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 0 < out["crash_takeover_s"] <= 10
+    assert 0 < out["graceful_takeover_s"] <= 3
+    assert out["produced"] == out["rows"] == 7000
+    assert out["lost"] == 0 and out["duplicates"] == 0
