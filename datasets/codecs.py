@@ -33,6 +33,7 @@ from typing import Any
 from enginehub.datasets.schema import (
     COLUMN_NAMES,
     FIELD_NAMES,
+    MAX_ID,
     N_COLUMNS,
     N_SETTINGS,
     VALUE_DECIMALS,
@@ -104,7 +105,7 @@ def decode_line(data: str | bytes) -> Row:
         fields = text.split()
         unit, cycle = int(fields[0]), int(fields[1])
         values = tuple(map(float, fields[2:]))
-        if unit >= 1 and cycle >= 1 and all(map(math.isfinite, values)):
+        if 1 <= unit <= MAX_ID and 1 <= cycle <= MAX_ID and all(map(math.isfinite, values)):
             return Row(unit, cycle, values[:N_SETTINGS], values[N_SETTINGS:])
     return _decode_line_slow(text)
 
@@ -120,8 +121,8 @@ def _decode_line_slow(text: str) -> Row:
                 f"field {i + 1} ({FIELD_NAMES[i]}): expected an integer, got {_short(fields[i])}"
             )
         value = int(fields[i])
-        if value < 1:
-            raise PayloadError(f"field {i + 1} ({FIELD_NAMES[i]}): must be >= 1, got {value}")
+        if not 1 <= value <= MAX_ID:
+            raise PayloadError(f"field {i + 1} ({FIELD_NAMES[i]}): must be in 1..{MAX_ID}, got {value}")
         ints.append(value)
     values = []
     for i in range(2, N_COLUMNS):
@@ -193,8 +194,8 @@ def decode_json_extras(data: str | bytes) -> tuple[Row, dict[str, Any]]:
         v = obj[name]
         if isinstance(v, bool) or not isinstance(v, int):
             raise PayloadError(f"JSON payload: {name} must be an integer, got {_short(json.dumps(v))}")
-        if v < 1:
-            raise PayloadError(f"JSON payload: {name} must be >= 1, got {v}")
+        if not 1 <= v <= MAX_ID:
+            raise PayloadError(f"JSON payload: {name} must be in 1..{MAX_ID}, got {_short(str(v))}")
         ints.append(v)
     values = []
     for name in FIELD_NAMES[2:]:

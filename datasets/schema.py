@@ -50,6 +50,9 @@ DECIMALS: tuple[int, ...] = (
     *(4 if s in (15, 21) else 0 if s in (17, 18) else 2 for s in range(1, N_SENSORS + 1)),
 )
 
+#: Largest unit / cycle number: the typed columns "unit #" and "cycle #" are 32-bit INTEGER in CrateDB.
+MAX_ID = 2**31 - 1
+
 #: Decimals of the 24 float columns only (settings then sensors).
 VALUE_DECIMALS: tuple[int, ...] = DECIMALS[2:]
 
@@ -96,8 +99,8 @@ def row_problem(row: object) -> str | None:
     for name, v in (("unit", unit), ("cycle", cycle)):
         if isinstance(v, bool) or not isinstance(v, int):
             return f"{name} must be an int, got {type(v).__name__}"
-        if v < 1:
-            return f"{name} must be >= 1, got {v}"
+        if not 1 <= v <= MAX_ID:
+            return f"{name} must be in 1..{MAX_ID}, got {v}"
     for name, group, n in (("settings", settings, N_SETTINGS), ("sensors", sensors, N_SENSORS)):
         if not isinstance(group, tuple) or len(group) != n:
             return f"{name} must be a tuple of {n} floats"

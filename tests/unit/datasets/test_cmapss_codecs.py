@@ -128,7 +128,7 @@ def _only_payload_error(call, data) -> None:  # noqa: ANN001
         row = call(data)
     except PayloadError:
         return
-    assert isinstance(row, Row) and row.unit >= 1 and row.cycle >= 1
+    assert isinstance(row, Row) and 1 <= row.unit <= 2**31 - 1 and 1 <= row.cycle <= 2**31 - 1
     assert len(row.settings) == 3 and len(row.sensors) == 21
     assert all(isinstance(v, float) and math.isfinite(v) for v in row.values)
 
@@ -180,7 +180,8 @@ def _line(index: int, value: str) -> str:
         (FIRST_LINE + " 1", "has 27 fields"),
         (FIRST_LINE + "\n" + FIRST_LINE, "has 51 fields"),
         (_line(0, "1.0"), r"field 1 \(unit\): expected an integer, got '1.0'"),
-        (_line(0, "0"), r"field 1 \(unit\): must be >= 1"),
+        (_line(0, "0"), r"field 1 \(unit\): must be in 1\.\.2147483647, got 0"),
+        (_line(1, "2147483648"), r"field 2 \(cycle\): must be in 1\.\.2147483647"),
         (_line(1, "-4"), r"field 2 \(cycle\): expected an integer"),
         (_line(1, "1" * 19), r"field 2 \(cycle\): expected an integer"),
         (_line(6, "x"), r"field 7 \(sensor2\): expected a number, got 'x'"),
@@ -219,7 +220,8 @@ def _obj(**change: object) -> str:
         ("{}", r"lacks unit, cycle, setting1 \(\+23 more\)"),
         (_obj(unit=True), "unit must be an integer"),
         (_obj(cycle=2.0), "cycle must be an integer"),
-        (_obj(cycle=0), "cycle must be >= 1"),
+        (_obj(cycle=0), r"cycle must be in 1\.\.2147483647"),
+        (_obj(unit=2**31), r"unit must be in 1\.\.2147483647, got '2147483648'"),
         (_obj(sensor4="641.82"), "sensor4 must be a number"),
         (_obj(sensor4=None), "sensor4 must be a number"),
         (_obj(sensor4=10**400), "sensor4 is not a finite number"),
@@ -241,7 +243,8 @@ def test_bad_json_payloads(payload: str | bytes, reason: str) -> None:
 @pytest.mark.parametrize(
     ("row", "reason"),
     [
-        (FIRST._replace(unit=0), "unit must be >= 1"),
+        (FIRST._replace(unit=0), r"unit must be in 1\.\.2147483647"),
+        (FIRST._replace(cycle=2**31), r"cycle must be in 1\.\.2147483647"),
         (FIRST._replace(cycle=1.5), "cycle must be an int"),
         (FIRST._replace(sensors=FIRST.sensors[:20]), "sensors must be a tuple of 21"),
         (FIRST._replace(settings=(math.nan, 0.0, 100.0)), r"settings\[1\] is not finite"),

@@ -41,8 +41,9 @@ def test_make_row_and_accessors() -> None:
     ("unit", "cycle", "values", "message"),
     [
         (1, 1, VALUES[:23], "expected 24 values, got 23"),
-        (0, 1, VALUES, "unit must be >= 1"),
-        (1, -3, VALUES, "cycle must be >= 1"),
+        (0, 1, VALUES, r"unit must be in 1\.\.2147483647, got 0"),
+        (1, -3, VALUES, r"cycle must be in 1\.\.2147483647"),
+        (2**31, 1, VALUES, r"unit must be in 1\.\.2147483647, got 2147483648"),
         (1.0, 1, VALUES, "unit must be an int"),
         (True, 1, VALUES, "unit must be an int"),
         (1, 1, [math.nan, *VALUES[1:]], r"settings\[1\] is not finite"),
