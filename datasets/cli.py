@@ -134,7 +134,7 @@ def _synthetic(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
-        subsets = [cmapss.check_subset(s) for s in args.subset]
+        subsets = list(dict.fromkeys(cmapss.check_subset(s) for s in args.subset))  # once each, in order
         directory = cmapss.resolve_dir(args.directory)
     except (ValueError, cmapss.CmapssConfigError) as exc:
         print(f"enginehub-datasets: error: {exc}", file=sys.stderr)
