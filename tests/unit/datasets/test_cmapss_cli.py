@@ -15,10 +15,10 @@ def test_validate_small_dir_text_and_json(tmp_path: Path, capsys: pytest.Capture
     assert cli.main(["validate", "--dir", str(tmp_path), "--subset", "FD002"]) == 0
     out = capsys.readouterr().out
     assert "train_FD002.txt" in out and "units=3" in out and "sha256=ok" in out and out.startswith("train_")
-    assert (
-        cli.main(["validate", "--dir", str(tmp_path), "--subset", "FD002", "--json", "--no-checksums"]) == 0
-    )
+    argv = ["validate", "--dir", str(tmp_path), "--subset", "FD002", "fd002", "--json", "--no-checksums"]
+    assert cli.main(argv) == 0
     doc = json.loads(capsys.readouterr().out)
+    assert doc["subsets"] == ["FD002"] and len(doc["files"]) == 3
     assert doc["ok"] is True and [f["checksum"] for f in doc["files"]] == ["skipped"] * 3
     assert doc["files"][2]["rows"] == 3 and doc["files"][1]["units"] == 3
 
