@@ -38,11 +38,11 @@ async def raw(hub: IotHubEmulator) -> AsyncIterator[Callable[..., RawDevice]]:
 
     def create(device_id: str, key: str | None = None, *, register: bool = True, **kw: object) -> RawDevice:
         if key is None and kw.get("token") is None:
-            key = (
-                hub.registry.create(device_id).primary_key
-                if register
-                else hub.registry.derived_key(device_id)
-            )
+            if not register:
+                key = hub.registry.derived_key(device_id)
+            else:
+                existing = hub.registry.devices.get(device_id)
+                key = (existing or hub.registry.create(device_id)).primary_key
         dev = RawDevice(hub.host, hub.hostname, device_id, key, ssl_context=hub.certs.client_context(), **kw)
         made.append(dev)
         return dev
