@@ -38,6 +38,10 @@ from enginehub.ingest.writer import ConfirmingWriter
 LOG = logging.getLogger(__name__)
 
 DEVICE_ID_KEYS = (b"iothub-connection-device-id",)
+#: annotations already stored as top-level metadata (sequence number, offset, enqueued time, partition key)
+REDUNDANT_SYSTEM_PROPERTIES = frozenset(
+    {b"x-opt-sequence-number", b"x-opt-offset", b"x-opt-enqueued-time", b"x-opt-partition-key"}
+)
 
 
 @dataclass
@@ -118,7 +122,9 @@ def to_record(event: Any, eventhub: str, consumer_group: str, partition_id: str)
         partition_key=_text(event.partition_key),
         content_type=_text(event.content_type),
         properties=props,
-        system_properties=jsonable(dict(system)),
+        system_properties={
+            str(_text(k)): jsonable(v) for k, v in system.items() if k not in REDUNDANT_SYSTEM_PROPERTIES
+        },
     )
 
 
@@ -154,6 +160,8 @@ class IngestConsumer:
             retry_max=self.options.retry_max,
             max_row_attempts=self.options.max_row_attempts,
         )
+        self._pending: list[tuple[list[Any], list[Any], asyncio.Future[bool]]] = []
+        self._flusher: asyncio.Task[None] | None = None
         self._draining = False
         self._give_up = False
         self._inflight = 0
@@ -221,6 +229,32 @@ class IngestConsumer:
             self._inflight -= 1
             if self._inflight == 0:
                 self._idle.set()
+
+    async def _write(self, rows: list[Any], dead_letters: list[Any]) -> bool:
+        """Group commit: batches of all partitions that arrive while a write is in flight are written
+        together in the next transaction (one commit/fsync instead of one per partition). Each caller
+        still learns whether ITS rows were confirmed before it checkpoints."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.append((rows, dead_letters, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="ingest-flush")
+        return await future
+
+    async def _flush(self) -> None:
+        while self._pending:
+            group, self._pending = self._pending, []
+            rows = [row for item in group for row in item[0]]
+            dls = [dl for item in group for dl in item[1]]
+            try:
+                ok = await self.writer.write(rows, dls, give_up=lambda: self._give_up)
+            except BaseException as exc:
+                for *_, future in group:
+                    if not future.done():
+                        future.set_exception(exc if isinstance(exc, Exception) else asyncio.CancelledError())
+                raise
+            for *_, future in group:
+                if not future.done():
+                    future.set_result(ok)
 
     def _note_lag(self, ctx: Any) -> None:
         if not self.options.track_lag:

@@ -70,8 +70,8 @@ class EventRecord:
             "message_id": self.message_id,
             "partition_key": self.partition_key,
             "content_type": self.content_type,
-            "system_properties": jsonable(self.system_properties),
-            "properties": jsonable(self.properties),
+            "system_properties": self.system_properties,  # JSON-safe: see to_record / jsonable
+            "properties": self.properties,
         }
 
 
@@ -196,4 +196,5 @@ def jsonable(value: Any) -> Any:
 
 
 def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    """Compact JSON; values JSON cannot encode (bytes, datetimes from hand-built records) via jsonable."""
+    return json.dumps(value, separators=(",", ":"), default=jsonable)

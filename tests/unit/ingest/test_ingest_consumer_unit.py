@@ -215,3 +215,12 @@ def test_cli_help_documents_the_contract() -> None:
         "SIGTERM",
     ):
         assert option in text
+
+
+async def test_concurrent_partition_batches_share_one_commit_and_each_checkpoints_its_own() -> None:
+    sink = MemorySink()
+    consumer = _consumer(sink)
+    ctx0, ctx1 = FakeContext("0"), FakeContext("1")
+    await asyncio.gather(consumer._on_batch(ctx0, _events(0, 4)), consumer._on_batch(ctx1, _events(4, 3)))
+    assert sink.write_calls == 1  # group commit
+    assert (ctx0.checkpoints, ctx1.checkpoints) == ([3], [6]) and sink.count(DEFAULT_TABLE) == 7

@@ -1,0 +1,239 @@
+"""Ingest throughput: our consumer into SQLite vs a bare SDK receive-and-discard loop vs a naive
+one-INSERT-per-event consumer (what the 2018 ingest rule did), same emulator, same partitions, same run.
+
+    .venv/bin/python benchmarks/ingest_throughput.py [--events 20000] [--naive-events 3000] [--partitions 4]
+
+The emulator runs in its own process (so it does not share the GIL with the consumer under test); the
+events are produced once, before any measurement, and every variant reads all of them from the start of
+each partition in its own consumer group. Targets: consumer >= 0.85 x bare SDK, >= 10 x naive.
+Prints one line per variant and the ratios, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import json
+import logging
+import multiprocessing
+import sqlite3
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from azure.eventhub.aio import EventHubConsumerClient
+
+from enginehub.ingest.checkpoint_file import FileCheckpointStore
+from enginehub.ingest.consumer import ConsumerOptions, IngestConsumer, to_record
+from enginehub.ingest.rules import load_rules, route
+from enginehub.ingest.sinks.sqlite import SqliteSink, insert_sql, row_params, table_ddl
+from enginehub.ingest.testing import message_id, produce, seed_line
+
+LOG = logging.getLogger(__name__)
+HUB = "eh1"
+GROUPS = ("bare", "ingest", "naive")
+BATCH, PREFETCH = 500, 1000
+SYNCHRONOUS = "full"
+
+
+def _run_emulator(partitions: int, out: Any, stop: Any) -> None:
+    from enginehub.harness.eventhubs.config import EmulatorConfig
+    from enginehub.harness.eventhubs.server import EventHubsEmulator
+
+    async def main() -> None:
+        cfg = EmulatorConfig.simple(hubs=[HUB], partitions=partitions, consumer_groups=GROUPS)
+        async with EventHubsEmulator(cfg, port=0, http_port=None) as emu:
+            out.put(emu.connection_string)
+            while not stop.is_set():
+                await asyncio.sleep(0.2)
+
+    asyncio.run(main())
+
+
+def _client(cs: str, group: str, **kw: Any) -> EventHubConsumerClient:
+    return EventHubConsumerClient.from_connection_string(cs, group, eventhub_name=HUB, **kw)
+
+
+async def _until(done: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise TimeoutError("variant did not finish in time")
+        await asyncio.sleep(0.01)
+
+
+async def bare_sdk(cs: str, n: int, timeout: float) -> tuple[float, float]:
+    """receive_batch, count, discard: the ceiling for any consumer built on the SDK."""
+    count = 0
+    first: list[float] = []
+
+    async def on_batch(ctx: Any, events: list[Any]) -> None:
+        nonlocal count
+        if events and not first:
+            first.append(time.perf_counter())
+        count += len(events)
+
+    client = _client(cs, "bare")
+    start = time.perf_counter()
+    task = asyncio.create_task(
+        client.receive_batch(
+            on_batch, max_batch_size=BATCH, max_wait_time=0.5, starting_position="-1", prefetch=PREFETCH
+        )
+    )
+    await _until(lambda: count >= n, timeout)
+    end = time.perf_counter()
+    await client.close()
+    task.cancel()
+    return end - start, end - first[0]
+
+
+async def our_consumer(cs: str, n: int, workdir: Path, timeout: float) -> tuple[float, float]:
+    sink: Any
+    if SYNCHRONOUS == "memory":  # diagnosis only: the consumer without a database
+        from enginehub.ingest.sinks.memory import MemorySink
+
+        sink = MemorySink()
+    else:
+        sink = SqliteSink(workdir / "ingest.db", synchronous=SYNCHRONOUS)
+    store = FileCheckpointStore(workdir / "ckpt")
+    factory = functools.partial(_client, cs, "ingest")
+    opts = ConsumerOptions(consumer_group="ingest", batch_size=BATCH, prefetch=PREFETCH, track_lag=False)
+    consumer = IngestConsumer(factory, store, sink, load_rules(None), opts)
+    first: list[float] = []
+    handler = consumer._on_batch
+
+    async def timed(ctx: Any, events: list[Any]) -> None:
+        if events and not first:
+            first.append(time.perf_counter())
+        await handler(ctx, events)
+
+    consumer._on_batch = timed  # type: ignore[method-assign]
+    start = time.perf_counter()
+    task = asyncio.create_task(consumer.run())
+    await _until(lambda: consumer.metrics.rows_written >= n, timeout)
+    end = time.perf_counter()
+    consumer.request_stop()
+    await task
+    if SYNCHRONOUS == "memory":
+        rows = sink.count("enginehub_events")
+    else:
+        with sqlite3.connect(workdir / "ingest.db") as conn:
+            rows = conn.execute("SELECT count(*) FROM enginehub_events").fetchone()[0]
+    if rows != n:
+        raise AssertionError(f"consumer wrote {rows} rows, expected {n}")
+    return end - start, end - first[0]
+
+
+async def naive(cs: str, n: int, workdir: Path, timeout: float) -> tuple[float, float]:
+    """One INSERT (and commit) per event, as the original ingest rule did; no batching."""
+    path = workdir / "naive.db"
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute(table_ddl("enginehub_events"))
+    sql = insert_sql("enginehub_events")
+    rules = load_rules(None)
+    count = 0
+    now = "1970-01-01T00:00:00+00:00"
+    first: list[float] = []
+
+    async def on_event(ctx: Any, event: Any) -> None:
+        nonlocal count
+        if event is None:
+            return
+        if not first:
+            first.append(time.perf_counter())
+        for row in route(to_record(event, HUB, "naive", ctx.partition_id), rules).rows:
+            conn.execute(sql, row_params(row, now))
+        count += 1
+
+    client = _client(cs, "naive")
+    start = time.perf_counter()
+    task = asyncio.create_task(client.receive(on_event, starting_position="-1", prefetch=PREFETCH))
+    await _until(lambda: count >= n, timeout)
+    end = time.perf_counter()
+    await client.close()
+    task.cancel()
+    conn.close()
+    return end - start, end - first[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=20000)
+    parser.add_argument("--naive-events", type=int, default=3000, help="the naive consumer is slow: fewer")
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument("--batch-size", type=int, default=BATCH, help="max events per batch (both loops)")
+    parser.add_argument("--prefetch", type=int, default=PREFETCH, help="per-partition prefetch (all loops)")
+    parser.add_argument("--synchronous", default=SYNCHRONOUS, help="SQLite synchronous: full | normal")
+    args = parser.parse_args()
+    globals().update(BATCH=args.batch_size, PREFETCH=args.prefetch, SYNCHRONOUS=args.synchronous)
+    logging.basicConfig(level=logging.WARNING)
+
+    ctx = multiprocessing.get_context("spawn")
+    out, stop = ctx.Queue(), ctx.Event()
+    emu = ctx.Process(target=_run_emulator, args=(args.partitions, out, stop), daemon=True)
+    emu.start()
+    try:
+        cs = out.get(timeout=60)
+        items = [
+            (seed_line(1 + i % 100, 1 + i // 100), message_id(1 + i % 100, 1 + i // 100))
+            for i in range(args.events)
+        ]
+        t0 = time.perf_counter()
+        produce(cs, items, batch=500)
+        took = time.perf_counter() - t0
+        print(f"produced {args.events} events into {args.partitions} partitions in {took:.1f} s")
+        with tempfile.TemporaryDirectory(prefix="ingest-bench-") as tmp:
+            work = Path(tmp)
+            c0 = time.process_time()
+            bare_total, bare_s = asyncio.run(bare_sdk(cs, args.events, args.timeout))
+            c1 = time.process_time()
+            ours_total, ours_s = asyncio.run(our_consumer(cs, args.events, work, args.timeout))
+            c2 = time.process_time()
+            naive_total, naive_s = asyncio.run(naive(cs, args.naive_events, work, args.timeout))
+            c3 = time.process_time()
+            cpu = {
+                "bare": (c1 - c0) / bare_total,
+                "ours": (c2 - c1) / ours_total,
+                "naive": (c3 - c2) / naive_total,
+            }
+    finally:
+        stop.set()
+        emu.join(15)
+        if emu.is_alive():
+            emu.terminate()
+    # throughput = events / (last event done - first event received); start-up (connect, claim) shown apart
+    bare_rate = args.events / bare_s
+    ours_rate = args.events / ours_s
+    naive_rate = args.naive_events / naive_s
+    print(f"bare SDK receive-and-discard : {bare_rate:9.0f} events/s (start-up {bare_total - bare_s:.2f} s)")
+    print(f"ingest consumer -> SQLite    : {ours_rate:9.0f} events/s (start-up {ours_total - ours_s:.2f} s)")
+    print(
+        f"naive 1 INSERT per event     : {naive_rate:9.0f} events/s (start-up {naive_total - naive_s:.2f} s)"
+    )
+    print("consumer-process CPU use     : " + ", ".join(f"{k} {v:.0%}" for k, v in cpu.items()))
+    print(f"ratio consumer / bare SDK    : {ours_rate / bare_rate:.2f} (target >= 0.85)")
+    print(f"ratio consumer / naive       : {ours_rate / naive_rate:.1f} (target >= 10)")
+    print(
+        json.dumps(
+            {
+                "events": args.events,
+                "partitions": args.partitions,
+                "bare_sdk_events_per_s": round(bare_rate),
+                "consumer_events_per_s": round(ours_rate),
+                "naive_events_per_s": round(naive_rate),
+                "ratio_vs_bare": round(ours_rate / bare_rate, 3),
+                "ratio_vs_naive": round(ours_rate / naive_rate, 2),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
