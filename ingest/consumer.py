@@ -205,9 +205,7 @@ class IngestConsumer:
                     routed.unmatched,
                     "dead-lettered" if self.rules.unmatched == "dead-letter" else "counted, not stored",
                 )
-            confirmed = await self.writer.write(
-                routed.rows, routed.dead_letters, give_up=lambda: self._give_up
-            )
+            confirmed = await self._write(routed.rows, routed.dead_letters)
             if not confirmed:
                 LOG.warning(
                     "partition %s: batch %d..%d not confirmed before shutdown; not checkpointed",
