@@ -1,0 +1,269 @@
+"""The connection layer driven with bytes through a fake transport (no sockets): handshake, pipelining,
+multi-frame transfers both directions, credit, session windows, coalesced dispositions, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from enginehub.harness.amqp.codec import Symbol
+from enginehub.harness.amqp.connection import AMQPConnection, ConnectionHandler, Delivery, Link
+from enginehub.harness.amqp.framing import (
+    AMQP_HEADER,
+    SASL_HEADER,
+    FrameParser,
+    decode_performative,
+    encode_frame,
+)
+from enginehub.harness.amqp.performatives import (
+    Accepted,
+    Attach,
+    Begin,
+    Close,
+    Disposition,
+    End,
+    Flow,
+    Open,
+    Rejected,
+    SASLInit,
+    SASLOutcome,
+    Source,
+    Target,
+    Transfer,
+)
+
+
+class FakeTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.data = bytearray()
+        self.closed = False
+
+    def write(self, data: Any) -> None:
+        self.data += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("test", 0) if name == "peername" else default
+
+
+class Recorder(ConnectionHandler):
+    def __init__(self, max_message_size: int | None = None) -> None:
+        self.links: list[Link] = []
+        self.deliveries: list[Delivery] = []
+        self.detached: list[Link] = []
+        self.closed = False
+        self.max_message_size = max_message_size
+
+    def on_attach(self, link: Link) -> None:
+        link.max_message_size = self.max_message_size
+        self.links.append(link)
+
+    def on_message(self, link: Link, delivery: Delivery) -> Any:
+        self.deliveries.append(delivery)
+        return Accepted()
+
+    def on_detach(self, link: Link, error: Any) -> None:
+        self.detached.append(link)
+
+    def on_close(self) -> None:
+        self.closed = True
+
+
+def frames_out(data: bytes) -> list[Any]:
+    """Decode everything the server wrote (protocol headers shown as the bytes)."""
+    out: list[Any] = []
+    pos = 0
+    parser = FrameParser(1 << 24)
+    while pos < len(data):
+        if data[pos : pos + 4] == b"AMQP":
+            out.append(bytes(data[pos : pos + 8]))
+            pos += 8
+            continue
+        size = int.from_bytes(data[pos : pos + 4], "big")
+        parser.feed(bytes(data[pos : pos + size]))
+        frame = parser.next_frame()
+        assert frame is not None
+        if frame.body:
+            perf, at = decode_performative(frame.body)
+            out.append((perf, frame.body[at:]))
+        else:
+            out.append(None)
+        pos += size
+    return out
+
+
+def perfs(data: bytes) -> list[Any]:
+    return [f[0] for f in frames_out(data) if isinstance(f, tuple)]
+
+
+def f(perf: Any, channel: int = 1, payload: bytes = b"", frame_type: int = 0) -> bytes:
+    return encode_frame(channel, perf.encode_amqp() + payload, frame_type)
+
+
+HANDSHAKE = (
+    SASL_HEADER
+    + f(SASLInit(Symbol("ANONYMOUS"), b"", "localhost"), 0, frame_type=1)
+    + AMQP_HEADER
+    + f(Open("c", "localhost", 1 << 20, 65535, None, None, None, None, None, None), 0)
+    + f(Begin(None, 0, 65536, 65536, 100, None, None, None))
+)
+
+
+def sender_attach(handle: int = 0) -> bytes:
+    return f(Attach("s", handle, False, 0, 1, Source("x"), Target("t"), None, None, 0, 0, None, None, None))
+
+
+def receiver_attach(handle: int = 0) -> bytes:
+    return f(Attach("r", handle, True, 0, 0, Source("x"), Target("t"), None, None, None, 0, None, None, None))
+
+
+def connect(handler: Recorder, extra: bytes = b"", **kw: Any) -> tuple[AMQPConnection, FakeTransport]:
+    conn = AMQPConnection(handler, **kw)
+    transport = FakeTransport()
+    conn.connection_made(transport)
+    conn.data_received(HANDSHAKE + extra)
+    return conn, transport
+
+
+async def test_pipelined_sasl_open_begin_attach_in_one_read() -> None:
+    handler = Recorder()
+    conn, transport = connect(handler, sender_attach())
+    out = frames_out(bytes(transport.data))
+    assert out[0] == SASL_HEADER and AMQP_HEADER in out
+    kinds = [type(p[0]).__name__ for p in out if isinstance(p, tuple)]
+    assert kinds == ["SASLMechanisms", "SASLOutcome", "Open", "Begin", "Attach", "Flow"]
+    outcome = next(p[0] for p in out if isinstance(p, tuple) and isinstance(p[0], SASLOutcome))
+    begin = next(p[0] for p in out if isinstance(p, tuple) and isinstance(p[0], Begin))
+    assert outcome.code == 0 and begin.remote_channel == 1
+    flow = next(p[0] for p in out if isinstance(p, tuple) and isinstance(p[0], Flow))
+    assert flow.link_credit > 0 and not transport.closed and len(handler.links) == 1
+
+
+async def test_multi_frame_transfer_is_reassembled_and_settled() -> None:
+    handler = Recorder()
+    conn, transport = connect(handler, sender_attach())
+    transport.data.clear()
+    parts = [b"a" * 100, b"b" * 100, b"c" * 7]
+    data = b""
+    for i, part in enumerate(parts):
+        more = i < len(parts) - 1
+        data += f(
+            Transfer(0, 0 if i == 0 else None, b"t", 0, False, more, None, None, None, None, None),
+            payload=part,
+        )
+    conn.data_received(data)
+    assert [d.payload for d in handler.deliveries] == [b"".join(parts)]
+    (disp,) = [p for p in perfs(bytes(transport.data)) if isinstance(p, Disposition)]
+    assert disp.settled is True and disp.first == 0 and isinstance(disp.state, Accepted)
+
+
+async def test_dispositions_are_coalesced_into_ranges() -> None:
+    handler = Recorder()
+    conn, transport = connect(handler, sender_attach())
+    transport.data.clear()
+    conn.data_received(
+        b"".join(
+            f(Transfer(0, i, bytes([i]), 0, False, False, None, None, None, None, None), payload=b"m")
+            for i in range(5)
+        )
+    )
+    disps = [p for p in perfs(bytes(transport.data)) if isinstance(p, Disposition)]
+    assert [(d.first, d.last) for d in disps] == [(0, 4)]
+
+
+async def test_oversize_delivery_rejected_with_size_exceeded() -> None:
+    handler = Recorder(max_message_size=100)
+    conn, transport = connect(handler, sender_attach())
+    transport.data.clear()
+    data = f(Transfer(0, 0, b"t", 0, False, True, None, None, None, None, None), payload=b"x" * 80)
+    data += f(Transfer(0, None, b"t", 0, False, False, None, None, None, None, None), payload=b"x" * 21)
+    conn.data_received(data)
+    (disp,) = [p for p in perfs(bytes(transport.data)) if isinstance(p, Disposition)]
+    assert (
+        isinstance(disp.state, Rejected) and disp.state.error.condition == "amqp:link:message-size-exceeded"
+    )
+    assert handler.deliveries == [] and not transport.closed
+
+
+async def test_outgoing_transfer_split_by_peer_max_frame_and_credit() -> None:
+    handler = Recorder()
+    conn = AMQPConnection(handler)
+    transport = FakeTransport()
+    conn.connection_made(transport)
+    small_open = f(Open("c", "h", 512, 10, None, None, None, None, None, None), 0)
+    conn.data_received(
+        SASL_HEADER + f(SASLInit(Symbol("ANONYMOUS"), b"", "h"), 0, frame_type=1) + AMQP_HEADER + small_open
+        + f(Begin(None, 0, 65536, 65536, 100, None, None, None)) + receiver_attach()
+    )  # fmt: skip
+    link = handler.links[0]
+    assert link.is_sender and not link.can_send  # no credit yet
+    conn.data_received(f(Flow(0, 65536, 0, 65536, 0, 0, 1, None, None, None, None)))
+    assert link.can_send
+    transport.data.clear()
+    payload = bytes(range(256)) * 10
+    link.send(payload)
+    conn.flush()
+    out = frames_out(bytes(transport.data))
+    transfers = [p for p in out if isinstance(p, tuple) and isinstance(p[0], Transfer)]
+    assert len(transfers) > 1 and all(t[0].more for t in transfers[:-1]) and not transfers[-1][0].more
+    assert all(t[0].settled for t in transfers)
+    assert b"".join(t[1] for t in transfers) == payload
+    assert not link.can_send  # the one credit is used
+
+
+async def test_session_window_blocks_until_the_peer_refreshes_it() -> None:
+    handler = Recorder()
+    conn = AMQPConnection(handler)
+    transport = FakeTransport()
+    conn.connection_made(transport)
+    conn.data_received(
+        SASL_HEADER + f(SASLInit(Symbol("ANONYMOUS"), b"", "h"), 0, frame_type=1) + AMQP_HEADER
+        + f(Open("c", "h", 1 << 20, 10, None, None, None, None, None, None), 0)
+        + f(Begin(None, 0, 2, 65536, 100, None, None, None)) + receiver_attach()
+        + f(Flow(0, 2, 0, 65536, 0, 0, 100, None, None, None, None))
+    )  # fmt: skip
+    link = handler.links[0]
+    link.send(b"1")
+    link.send(b"2")
+    assert not link.can_send and link.credit == 98
+    conn.data_received(f(Flow(2, 10, 0, 65536, None, None, None, None, None, None, None)))
+    assert link.can_send
+
+
+async def test_late_frames_on_ended_channel_are_ignored_but_unknown_channels_close() -> None:
+    handler = Recorder()
+    conn, transport = connect(handler, sender_attach())
+    conn.data_received(f(End(None)) + f(Transfer(0, 9, b"t", 0, True, False, None, None, None, None, None)))
+    assert not transport.closed and handler.detached == handler.links
+    conn.data_received(f(End(None), channel=7))
+    closes = [p for p in perfs(bytes(transport.data)) if isinstance(p, Close)]
+    assert transport.closed and closes[-1].error.condition == "amqp:not-allowed" and handler.closed
+
+
+async def test_peer_close_is_answered() -> None:
+    handler = Recorder()
+    conn, transport = connect(handler)
+    conn.data_received(f(Close(None), 0))
+    assert isinstance(perfs(bytes(transport.data))[-1], Close) and transport.closed and handler.closed
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=400))
+def test_random_bytes_after_the_handshake_never_escape(data: bytes) -> None:
+    async def run() -> None:
+        handler = Recorder()
+        conn, transport = connect(handler, sender_attach())
+        conn.data_received(data)  # must not raise
+        if transport.closed:
+            assert handler.closed
+
+    asyncio.run(run())
