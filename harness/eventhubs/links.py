@@ -12,6 +12,7 @@ import logging
 import re
 import time
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote_plus
 
 from enginehub.harness.amqp.codec import Described, Symbol
 from enginehub.harness.amqp.connection import AMQPConnection, ConnectionHandler, Delivery, Link
@@ -19,6 +20,7 @@ from enginehub.harness.amqp.errors import CodecError, Condition
 from enginehub.harness.amqp.message import decode_message
 from enginehub.harness.amqp.performatives import Accepted, Error, Rejected
 from enginehub.harness.eventhubs import cbs, mgmt
+from enginehub.harness.eventhubs.auth import AuthError, parse_sas_token, validate_sas_token
 from enginehub.harness.eventhubs.errors import (
     EntityNotFound,
     InvalidFilter,
@@ -357,25 +359,23 @@ class EventHubsHandler(ConnectionHandler):
         return _ACCEPTED
 
     def _management_authorized(self, props: dict[Any, Any]) -> bool:
+        """A $cbs token covering the hub, or a valid ``security_token`` application property for it."""
         name = props.get("name")
-        if isinstance(name, str) and self.auth.covers("/" + name):
+        if not isinstance(name, str):
+            return False
+        if self.auth.covers("/" + name):
             return True
         token = props.get("security_token")
-        if isinstance(token, str) and isinstance(name, str):
-            probe = cbs.Authorization()
-            from enginehub.harness.eventhubs.auth import AuthError, parse_sas_token, validate_sas_token
-
-            try:
-                sr = parse_sas_token(token)["sr"]
-                from urllib.parse import unquote_plus
-
-                audience = unquote_plus(sr)
-                validate_sas_token(token, audience, self.emulator.config.policies, time.time())
-            except (AuthError, KeyError):
-                return False
-            probe.grant(audience)
-            return probe.covers("/" + name)
-        return False
+        if not isinstance(token, str):
+            return False
+        try:
+            audience = unquote_plus(parse_sas_token(token)["sr"])
+            validate_sas_token(token, audience, self.emulator.config.policies, time.time())
+        except (AuthError, KeyError):
+            return False
+        probe = cbs.Authorization()
+        probe.grant(audience)
+        return probe.covers("/" + name)
 
     def _reply(self, session: Any, node: str, reply: bytes) -> None:
         link = self._reply_links.get((id(session), node))

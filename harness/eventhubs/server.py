@@ -81,6 +81,7 @@ class EventHubsEmulator:
         self._receivers: dict[tuple[str, str, str], list[Consumer]] = {}
         self._server: asyncio.base_events.Server | None = None
         self._http: asyncio.base_events.Server | None = None
+        self._trimmer: asyncio.Task[None] | None = None
 
     # ----------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -99,6 +100,10 @@ class EventHubsEmulator:
         except BaseException:
             await self.stop()
             raise
+        if self.config.retention_seconds is not None:
+            self._trimmer = loop.create_task(
+                self._trim_forever(min(max(self.config.retention_seconds / 4, 1), 60))
+            )
         self.state = "running"
         self.ready.set()
         LOG.info(
@@ -109,6 +114,9 @@ class EventHubsEmulator:
         if self.state == "stopped":
             return
         self.state = "stopping"
+        if self._trimmer is not None:
+            self._trimmer.cancel()
+            self._trimmer = None
         for server in (self._server, self._http):
             if server is not None:
                 server.close()
@@ -125,6 +133,18 @@ class EventHubsEmulator:
             self.store.close()
         self.state = "stopped"
         self.ready.clear()
+
+    async def _trim_forever(self, interval: float) -> None:
+        """Apply retention periodically (begin_sequence_number moves; consumers skip trimmed events)."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                dropped = self.store.trim() if self.store is not None else 0
+            except Exception:
+                LOG.exception("retention trimming failed")
+                continue
+            if dropped:
+                LOG.info("retention: dropped %d events", dropped)
 
     async def __aenter__(self) -> EventHubsEmulator:
         await self.start()

@@ -104,3 +104,42 @@ def test_cli_bad_options_exit_2(tmp_path: Path) -> None:
         timeout=60,
     )
     assert result.returncode == 2 and "NAME=KEY" in result.stderr
+
+
+def test_cli_accepts_microsoft_config_json_and_documents_every_option(tmp_path: Path) -> None:
+    config = tmp_path / "Config.json"
+    config.write_text(
+        json.dumps(
+            {
+                "UserConfig": {
+                    "NamespaceConfig": [
+                        {
+                            "Type": "EventHub",
+                            "Name": "emulatorNs1",
+                            "Entities": [
+                                {"Name": "eh1", "PartitionCount": "2", "ConsumerGroups": [{"Name": "cg1"}]},
+                                {"Name": "telemetry", "PartitionCount": "3", "ConsumerGroups": []},
+                            ],
+                        }
+                    ],
+                    "LoggingConfig": {"Type": "File"},
+                }
+            }
+        )
+    )
+    proc, info = start(tmp_path / "data", "--config", str(config))
+    try:
+        assert info["eventhub_names"] == ["eh1", "telemetry"] and info["namespace"] == "emulatorNs1"
+        with producer(info["eventhub_connection_strings"]["telemetry"]) as p:
+            assert p.get_partition_ids() == ["0", "1", "2"]
+    finally:
+        assert stop(proc) == 0
+    help_text = subprocess.run(
+        [sys.executable, "-m", "enginehub.harness", "eventhubs", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    for option in ("--host", "--port", "--http-port", "--config", "--data-dir", "--partitions", "--hub",
+                   "--consumer-group", "--policy", "--max-message-size", "--retention-seconds"):  # fmt: skip
+        assert option in help_text

@@ -183,3 +183,22 @@ def test_epoch_steal_closes_the_old_receiver_with_ownership_lost(eh: Running) ->
         worker.join(15)
     assert CloseReason.OWNERSHIP_LOST in reasons, (reasons, errors)
     assert any("stolen" in str(e) for e in errors), errors
+
+
+def test_retention_moves_the_beginning_sequence_number() -> None:
+    from enginehub.harness.eventhubs.config import EmulatorConfig
+    from enginehub.harness.eventhubs.server import EmulatorThread, EventHubsEmulator
+
+    config = EmulatorConfig.simple(hubs=["eh1"], partitions=1, retention_seconds=1)
+    with EmulatorThread(EventHubsEmulator(config, port=0, http_port=None)) as emulator:
+        cs = emulator.connection_string_for("eh1")
+        with producer(cs) as p:
+            p.send_batch([EventData("old-1"), EventData("old-2")])
+            poll(
+                lambda: p.get_partition_properties("0")["beginning_sequence_number"] == 2,
+                15,
+                "retention to trim the two old events",
+            )
+            p.send_event(EventData("fresh"))
+        got = receive(cs, starting_position="-1", expect=1)
+        assert got[0].body_as_str() == "fresh" and got[0].sequence_number == 2
