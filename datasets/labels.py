@@ -273,9 +273,9 @@ def _windows(
     lab = np.full(len(x), np.nan) if y is None else np.asarray(y, dtype=np.float64)
     if cyc.shape != units.shape or lab.shape != units.shape:
         raise ValueError(f"cycles/labels must have one entry per row ({len(units)})")
-    xs: list[np.ndarray] = []
-    masks: list[np.ndarray] = []
-    ends: list[int] = []
+    # One (n_windows, length) matrix of row indices, then a single gather; index len(x) is a zero row.
+    offsets = np.arange(length, dtype=np.int64)
+    blocks: list[np.ndarray] = []
     padded = 0
     for start, stop in _unit_runs(units):
         n = stop - start
@@ -283,23 +283,23 @@ def _windows(
             if pad == "skip":
                 continue
             padded += 1
-            fill = x[start : start + 1] if pad == "repeat" else np.zeros((1, x.shape[1]))
-            xs.append(np.vstack([np.repeat(fill, length - n, axis=0), x[start:stop]]))
-            masks.append(np.r_[np.zeros(length - n, dtype=bool), np.ones(n, dtype=bool)])
-            ends.append(stop - 1)
+            fill = start if pad == "repeat" else len(x)
+            blocks.append(np.r_[np.full(length - n, fill, dtype=np.int64), np.arange(start, stop)][None, :])
             continue
-        last_starts = [n - length] if last_only else list(range(0, n - length + 1, stride))
-        for s in last_starts:
-            xs.append(x[start + s : start + s + length])
-            masks.append(np.ones(length, dtype=bool))
-            ends.append(start + s + length - 1)
-    idx = np.asarray(ends, dtype=np.int64)
+        starts = np.array([stop - length]) if last_only else np.arange(start, stop - length + 1, stride)
+        blocks.append(starts[:, None] + offsets)
+    index = np.concatenate(blocks) if blocks else np.empty((0, length), dtype=np.int64)
+    ends = index[:, -1]
+    # Padding steps: the zero row, or a repeated first row (equal to the next step's index).
+    mask = index != len(x)
+    mask[:, :-1] &= index[:, :-1] != index[:, 1:]
+    padded_x = np.vstack([x, np.zeros((1, x.shape[1]))])
     return Windows(
-        x=np.stack(xs) if xs else np.empty((0, length, x.shape[1])),
-        y=lab[idx],
-        units=units[idx].astype(np.int64),
-        cycles=cyc[idx].astype(np.int64),
-        mask=np.stack(masks) if masks else np.empty((0, length), dtype=bool),
+        x=padded_x[index],
+        y=lab[ends],
+        units=units[ends].astype(np.int64),
+        cycles=cyc[ends].astype(np.int64),
+        mask=mask,
         padded_units=padded,
     )
 

@@ -60,7 +60,7 @@ def test_train_labels_and_windows(subset: cmapss.Subset) -> None:
     assert np.array_equal(
         L.rul_train(subset.train, cap=None), [lengths[u] - c for u, c in zip(units, cycles, strict=True)]
     )
-    w = L.sliding_windows(L.sensor_matrix(subset.train), units, y, cycles)
+    w = L.sliding_windows(L.sensor_matrix(subset.train, (2, 11)), units, y, cycles)  # 2 sensors: small x
     assert len(w) == sum(n - 29 for n in lengths.values()) and w.padded_units == 0  # lives >= 128
     i = len(w) // 2
     assert w.y[i] == y[np.flatnonzero((units == w.units[i]) & (cycles == w.cycles[i]))[0]]
