@@ -33,8 +33,17 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "C-MAPSS turbofan dataset tools. `validate` checks the NASA text files (train_FD00x, test_FD00x, "
             "RUL_FD00x): 26 numeric columns, units 1..N contiguous, cycles starting at 1 and going up by 1, "
-            "one RUL line per test unit, and SHA256SUMS when present."
+            "one RUL line per test unit, and SHA256SUMS when present. `synthetic` generates a seedable "
+            "C-MAPSS-shaped fleet when the NASA files are not at hand."
         ),
+        epilog=(
+            "examples:\n"
+            "  enginehub-datasets validate --dir ../shared/datasets/cmapss --json\n"
+            "  ENGINEHUB_CMAPSS_DIR=/data/cmapss enginehub-datasets validate --subset FD001 FD003\n"
+            "  enginehub-datasets synthetic --units 3 --format json --limit 5\n"
+            "  enginehub-datasets synthetic --out /tmp/syn --conditions 6   # writes *_FD002.txt + SHA256SUMS"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     val = sub.add_parser(
