@@ -31,10 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="enginehub-datasets",
         description=(
-            "C-MAPSS turbofan dataset tools. `validate` checks the NASA text files (train_FD00x, test_FD00x, "
-            "RUL_FD00x): 26 numeric columns, units 1..N contiguous, cycles starting at 1 and going up by 1, "
-            "one RUL line per test unit, and SHA256SUMS when present. `synthetic` generates a seedable "
-            "C-MAPSS-shaped fleet when the NASA files are not at hand."
+            "C-MAPSS turbofan dataset tools.\n"
+            "  validate   check the NASA files (train_FD00x, test_FD00x, RUL_FD00x): 26 numeric columns,\n"
+            "             units 1..N contiguous, cycles 1, 2, ... per unit, one RUL line per test unit,\n"
+            "             and SHA256SUMS when present\n"
+            "  synthetic  a seedable C-MAPSS-shaped fleet, for when the NASA files are not at hand"
         ),
         epilog=(
             "examples:\n"
