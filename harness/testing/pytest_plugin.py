@@ -21,7 +21,8 @@ Fixtures:
   ``cratedb_schema`` (function): a fresh schema, its tables dropped afterwards.
 - ``ingest_node`` (function): factory that starts ``ingest`` consumer processes; each can ``kill()``
   (SIGKILL) or ``terminate()`` (SIGTERM, graceful); all are stopped at teardown.
-- ``iothub`` (session) and ``fleet`` (function): see :mod:`enginehub.harness.testing.stack`.
+- ``iothub`` (session): an :class:`IotHubEndpoint` (hub + ``device_connection_string(id)`` factory and its
+  built-in Event Hubs endpoint); ``fleet`` (function): factory running ``simulate`` for N units at R msg/s.
 
 Taxonomy (enforced): a test collected from a ``tests/integration`` folder must carry the ``integration``
 marker, and a ``cratedb`` test must carry ``integration`` too; a test that does not fails with a message
@@ -41,7 +42,7 @@ from typing import Any
 import pytest
 
 from enginehub.harness.providers.base import CHOICES, SERVICES, Choice, ProviderUnavailable, choose
-from enginehub.harness.testing.processes import IngestNode, start_ingest_node
+from enginehub.harness.testing.processes import FleetRun, IngestNode, start_fleet, start_ingest_node
 
 LOG = logging.getLogger(__name__)
 
@@ -330,3 +331,55 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         terminalreporter.write_line(
             "enginehub providers: " + "; ".join(c.describe() for c in choices.values())
         )
+
+
+# ------------------------------------------------------------------------------------ IoT Hub + fleet
+@pytest.fixture(scope="session")
+def iothub(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The session's IoT Hub: an :class:`IotHubEndpoint` (``device_connection_string(id)``, ``group_key``,
+    ``gateway_host``, ``ca_cert``, and its built-in endpoint ``eventhub_connection_string``)."""
+    from enginehub.harness.providers.iothub import open_iothub
+
+    provider = _need(request, "iothub")
+    try:
+        endpoint, stop = open_iothub(provider)
+    except ProviderUnavailable as exc:
+        pytest.skip(f"iothub ({provider}): {exc}")
+    try:
+        yield endpoint
+    finally:
+        stop()
+
+
+@pytest.fixture
+def fleet(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., FleetRun]]:
+    """Factory: ``fleet(units=N, rate=R, duration=S, run_id=..., dataset="FD001", stop_at_end=False,
+    iothub=<endpoint>)`` starts ``simulate --json`` against the hub (default: the ``iothub`` fixture) and
+    returns a :class:`FleetRun`; ``run.result(timeout)`` waits and returns the JSON summary. Fleets still
+    running at teardown get SIGTERM, then SIGKILL."""
+    runs: list[FleetRun] = []
+
+    def create(units: int, rate: float, *, iothub: Any = None, **options: Any) -> FleetRun:
+        hub = iothub if iothub is not None else request.getfixturevalue("iothub")
+        options.setdefault("cmapss_dir", os.environ.get("ENGINEHUB_CMAPSS_DIR") or None)
+        run = start_fleet(
+            tmp_path / "fleet",
+            f"fleet-{len(runs)}",
+            units=units,
+            rate=rate,
+            iothub_connection_string=hub.connection_string,
+            group_key=hub.group_key,
+            gateway_host=hub.gateway_host,
+            ca_cert=hub.ca_cert,
+            **options,
+        )
+        runs.append(run)
+        return run
+
+    yield create
+    for run in runs:
+        if run.running:
+            try:
+                run.terminate(timeout=20)
+            except AssertionError:
+                LOG.debug("fleet %s needed SIGKILL", run.name)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 from e2e_helpers import balanced
@@ -31,11 +30,11 @@ GRACEFUL_BOUND = 0.5 + LB_INTERVAL * 1.2 + SLACK
 
 
 def test_kill_one_then_stop_one_partitions_reowned_in_bounds_table_exact(
-    eventhub, azurite, checkpoint_container, ingest_node, fd001_rows, tmp_path: Path
+    eventhub, azurite, checkpoint_container, ingest_node, fd001_rows, sink_url: str
 ) -> None:
     rows = fd001_rows[:ROWS]
     run_id = f"fo{uuid.uuid4().hex[:6]}"
-    sink = f"sqlite:///{tmp_path / 'events.db'}"
+    sink = sink_url
     nodes = {
         name: ingest_node(
             name=name,

@@ -9,7 +9,6 @@ import collections
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 from azure.eventhub import EventHubConsumerClient
@@ -56,11 +55,11 @@ def hub_message_ids(cs: str, expected: int, group: str, timeout: float = 60.0) -
 
 
 def test_kill_9_eventhubs_mid_stream_consumers_resume_no_loss_no_duplicates(
-    eventhubs_process, azurite, checkpoint_container, ingest_node, fd001_rows, tmp_path: Path
+    eventhubs_process, azurite, checkpoint_container, ingest_node, fd001_rows, sink_url: str
 ) -> None:
     rows = fd001_rows[3000 : 3000 + ROWS]
     run_id = f"ps{uuid.uuid4().hex[:6]}"
-    sink = f"sqlite:///{tmp_path / 'events.db'}"
+    sink = sink_url
     server = eventhubs_process(partitions=PARTITIONS, consumer_groups=("verify",))
     cs = server.namespace().connection_string_for("eh1")
     nodes = [

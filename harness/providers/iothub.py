@@ -1,0 +1,267 @@
+"""IoT Hub providers: one :class:`IotHubEndpoint` (device side + its built-in Event Hubs endpoint).
+
+- ``local``: ``enginehub.harness.bridge.LocalIotHub`` (IoT Hub emulator + Event Hubs emulator on one event
+  loop) on a background thread of this process, bound to a free 127.x.y.z:8883 (the SDK's fixed port).
+- ``process``: ``harness up --json --no-azurite`` as a child process (the contract outside scripts use).
+- ``external``: a real hub: ``ENGINEHUB_IOTHUB_CONNECTION_STRING`` (service),
+  ``ENGINEHUB_DEVICE_GROUP_KEY`` (devices' keys derive from it, as with a DPS group enrollment) and
+  ``ENGINEHUB_IOTHUB_EVENTHUB_CONNECTION_STRING`` (the built-in endpoint, with ``EntityPath``).
+
+Device connection strings come from :meth:`IotHubEndpoint.device_connection_string` (group-key derivation),
+so any number of unique device ids can connect without registry calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from enginehub.harness.providers.base import ProviderUnavailable
+
+LOG = logging.getLogger(__name__)
+
+EXTERNAL_ENV = (
+    "ENGINEHUB_IOTHUB_CONNECTION_STRING",
+    "ENGINEHUB_DEVICE_GROUP_KEY",
+    "ENGINEHUB_IOTHUB_EVENTHUB_CONNECTION_STRING",
+)
+
+
+@dataclass(frozen=True)
+class IotHubEndpoint:
+    """Everything a device fleet and a consumer need to use one IoT Hub."""
+
+    provider: str
+    hostname: str
+    connection_string: str  # service side (iothubowner)
+    group_key: str
+    eventhub_connection_string: str  # built-in endpoint, with EntityPath
+    eventhub_name: str
+    gateway_host: str | None = None  # the address devices dial (emulator); None for a real hub
+    ca_cert: str | None = None  # PEM file devices trust (emulator); None for a real hub
+
+    def device_connection_string(self, device_id: str) -> str:
+        """A device connection string whose key derives from the group key (with GatewayHostName if any)."""
+        from enginehub.harness.iothub.auth import derive_device_key, device_connection_string
+
+        return device_connection_string(
+            self.hostname, device_id, derive_device_key(self.group_key, device_id), self.gateway_host
+        )
+
+    def new_device_id(self, prefix: str = "dev") -> str:
+        return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+class LoopThread:
+    """Run an asyncio service (``await start()`` / ``await stop()``) on its own loop in a daemon thread.
+    ``factory`` builds the service on that loop; ``call(fn)`` runs ``fn(service)`` there."""
+
+    def __init__(self, factory: Callable[[], Any], startup_timeout: float = 30.0) -> None:
+        self.factory = factory
+        self.startup_timeout = startup_timeout
+        self.service: Any = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._started = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._error: BaseException | None = None
+
+    def start(self) -> Any:
+        self._thread = threading.Thread(target=self._run, name="enginehub-loop", daemon=True)
+        self._thread.start()
+        if not self._started.wait(self.startup_timeout):
+            raise ProviderUnavailable(f"the service did not start within {self.startup_timeout:.0f} s")
+        if self._error is not None:
+            raise ProviderUnavailable(f"the service did not start: {self._error!r}") from self._error
+        return self.service
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self.loop = loop
+        try:
+            loop.run_until_complete(self._main())
+        finally:
+            loop.close()
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        try:
+            self.service = self.factory()
+            await self.service.start()
+        except BaseException as exc:
+            self._error = exc
+            self._started.set()
+            return
+        self._started.set()
+        try:
+            await self._stop.wait()
+        finally:
+            await self.service.stop()
+
+    def call(self, fn: Callable[[Any], Any], timeout: float = 30.0) -> Any:
+        assert self.loop is not None
+
+        async def run() -> Any:
+            return fn(self.service)
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout)
+
+    def stop(self) -> None:
+        if self.loop is not None and self._stop is not None and self._thread is not None:
+            if self._thread.is_alive():
+                self.loop.call_soon_threadsafe(self._stop.set)
+            self._thread.join(30)
+        self._thread = None
+
+
+def _local(partitions: int) -> tuple[IotHubEndpoint, Callable[[], None]]:
+    from enginehub.harness.bridge import LocalIotHub
+    from enginehub.harness.iothub.testing import free_loopback_ip
+
+    host = free_loopback_ip()
+    runner = LoopThread(lambda: LocalIotHub(host=host, partitions=partitions))
+    stack = runner.start()
+    hub = stack.iothub
+    endpoint = IotHubEndpoint(
+        provider="local",
+        hostname=hub.hostname,
+        connection_string=hub.connection_string,
+        group_key=hub.registry.group_key,
+        eventhub_connection_string=stack.iothub_eventhub_connection_string,
+        eventhub_name=stack.eventhub_name,
+        gateway_host=hub.gateway_host,
+        ca_cert=str(hub.ca_cert_path),
+    )
+    LOG.info("local IoT Hub %s on %s:8883, built-in endpoint %s", hub.hostname, host, stack.eventhub_name)
+    return endpoint, runner.stop
+
+
+def from_up_json(info: dict[str, Any], provider: str = "process") -> IotHubEndpoint:
+    """The endpoint described by one ``harness up --json`` line (keys per docs/architecture.md)."""
+    return IotHubEndpoint(
+        provider=provider,
+        hostname=info["iothub_hostname"],
+        connection_string=info["iothub_connection_string"],
+        group_key=info["device_group_key"],
+        eventhub_connection_string=info["iothub_eventhub_connection_string"],
+        eventhub_name=info["eventhub_name"],
+        gateway_host=info["iothub_gateway_host"],
+        ca_cert=info["ca_cert"],
+    )
+
+
+def harness_up_available() -> str | None:
+    """None when ``harness up`` is in this build, else why not."""
+    import importlib.util
+
+    if importlib.util.find_spec("enginehub.harness.up") is None:
+        return "`harness up` is not in this build (enginehub.harness.up missing)"
+    return None
+
+
+class HarnessUp:
+    """``harness up --json`` as a child process: ``start()`` returns its JSON line; ``stop()`` = SIGTERM."""
+
+    def __init__(self, *args: str, startup_timeout: float = 60.0) -> None:
+        self.args = list(args)
+        self.startup_timeout = startup_timeout
+        self._tmp = tempfile.TemporaryDirectory(prefix="enginehub-up-")
+        self.log_path = Path(self._tmp.name) / "harness-up.log"
+        self.proc: subprocess.Popen[str] | None = None
+        self.info: dict[str, Any] = {}
+
+    def start(self) -> dict[str, Any]:
+        cmd = [sys.executable, "-m", "enginehub.harness", "up", "--json", *self.args]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True
+            )
+        box: list[str] = []
+        reader = threading.Thread(target=lambda: box.append(self.proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+        reader.start()
+        reader.join(self.startup_timeout)
+        if not box or not box[0].strip():
+            code = self.proc.poll()
+            self.stop()
+            raise ProviderUnavailable(
+                f"`harness up --json` printed no line within {self.startup_timeout:.0f} s (exit {code}); "
+                f"stderr:\n{self.log_tail()}"
+            )
+        self.info = json.loads(box[0])
+        return self.info
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no output)"
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                LOG.warning("harness up (pid %d) ignored SIGTERM for %.0f s; killing it", proc.pid, timeout)
+                proc.kill()
+                proc.wait(15)
+        if proc.stdout is not None:
+            proc.stdout.close()
+        return proc.returncode
+
+
+def _process(partitions: int) -> tuple[IotHubEndpoint, Callable[[], None]]:
+    missing = harness_up_available()
+    if missing:
+        raise ProviderUnavailable(missing + ": use --iothub-provider local")
+    from enginehub.harness.iothub.testing import free_loopback_ip
+
+    up = HarnessUp(
+        "--no-azurite", "--host", free_loopback_ip(), "--partitions", str(partitions), "--eventhubs-port", "0"
+    )
+    info = up.start()
+    return from_up_json(info), up.stop
+
+
+def _external(env: dict[str, str]) -> tuple[IotHubEndpoint, Callable[[], None]]:
+    missing = [n for n in EXTERNAL_ENV if not env.get(n)]
+    if missing:
+        raise ProviderUnavailable(f"set {', '.join(missing)} for an external IoT Hub")
+    cs = env["ENGINEHUB_IOTHUB_CONNECTION_STRING"]
+    fields = dict(p.split("=", 1) for p in cs.split(";") if "=" in p)
+    eh_cs = env["ENGINEHUB_IOTHUB_EVENTHUB_CONNECTION_STRING"]
+    eh_fields = dict(p.split("=", 1) for p in eh_cs.split(";") if "=" in p)
+    if "EntityPath" not in eh_fields:
+        raise ProviderUnavailable(
+            "ENGINEHUB_IOTHUB_EVENTHUB_CONNECTION_STRING needs EntityPath=<built-in hub>"
+        )
+    endpoint = IotHubEndpoint(
+        "external", fields["HostName"], cs, env["ENGINEHUB_DEVICE_GROUP_KEY"], eh_cs, eh_fields["EntityPath"]
+    )
+    return endpoint, lambda: None
+
+
+def open_iothub(provider: str, *, partitions: int = 4) -> tuple[IotHubEndpoint, Callable[[], None]]:
+    """(endpoint, stop) for the chosen provider; raises ProviderUnavailable with the reason."""
+    if provider == "local":
+        return _local(partitions)
+    if provider == "process":
+        return _process(partitions)
+    if provider == "external":
+        return _external(dict(os.environ))
+    raise ValueError(f"unknown IoT Hub provider {provider!r}")
