@@ -270,6 +270,11 @@ class SyntheticConfig:
             object.__setattr__(self, "models", FD001_MODEL if self.conditions == 1 else FD002_MODEL)
         if len(self.models) != self.conditions:
             raise ValueError(f"{len(self.models)} condition models for {self.conditions} conditions")
+        for i, m in enumerate(self.models, 1):
+            if len(m.settings) != N_SETTINGS or len(m.sensors) != N_SENSORS or m.weight <= 0:
+                raise ValueError(
+                    f"condition model {i}: needs {N_SETTINGS} settings, {N_SENSORS} sensors and a weight > 0"
+                )
 
 
 @dataclass(frozen=True)
@@ -365,7 +370,6 @@ def generate_subset(units: int = 100, conditions: int = 1, seed: int = 0, **kwar
 __all__ = [
     "FD001_MODEL",
     "FD002_MODEL",
-    "N_SENSORS",
     "ConditionModel",
     "SyntheticConfig",
     "UnitPlan",

@@ -13,6 +13,7 @@ from enginehub.datasets import cmapss, codecs, synthetic
 from enginehub.datasets.schema import Row
 
 CONDITION_OF = {0: 0, 10: 1, 20: 2, 25: 3, 35: 4, 42: 5}
+FD001_CONDITION = synthetic.FD001_MODEL[0]
 
 
 def matrix(rows: list[Row]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -148,6 +149,14 @@ def test_generate_subset_is_cmapss_shaped() -> None:
         ({"curvature": 0.0}, "curvature must be > 0"),
         ({"noise_scale": -1.0}, "noise_scale"),
         ({"conditions": 6, "models": synthetic.FD001_MODEL}, "1 condition models for 6 conditions"),
+        (
+            {"models": (synthetic.ConditionModel(1, ((0.0, 0.0),) * 3, ((1.0, 0.0, 0.0),) * 20),)},
+            "condition model 1: needs 3 settings, 21 sensors",
+        ),
+        (
+            {"models": (synthetic.ConditionModel(0, FD001_CONDITION.settings, FD001_CONDITION.sensors),)},
+            "a weight > 0",
+        ),
     ],
 )
 def test_bad_config_is_a_clear_error(kwargs: dict, message: str) -> None:
