@@ -72,7 +72,9 @@ def receive(
     got: list[EventData] = []
     done = threading.Event()
     errors: list[BaseException] = []
-    client = EventHubConsumerClient.from_connection_string(cs, consumer_group=consumer_group, retry_total=0)
+    client = EventHubConsumerClient.from_connection_string(
+        cs, consumer_group=consumer_group, retry_total=0, load_balancing_interval=0.5
+    )
 
     def on_event(ctx: Any, event: EventData | None) -> None:
         if event is None:

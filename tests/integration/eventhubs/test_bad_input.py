@@ -95,6 +95,13 @@ class RawClient:
         self.sock.close()
 
 
+def transfer(handle: int, delivery_id: int, payload: bytes) -> bytes:
+    perf = Transfer(
+        handle, delivery_id, str(delivery_id).encode(), 0, False, False, None, None, None, None, None
+    )
+    return encode_frame(1, perf.encode_amqp() + payload)
+
+
 def closes_with(port: int, condition: str, payload: bytes) -> None:
     client = RawClient(port)
     try:
@@ -186,3 +193,56 @@ def test_random_byte_streams_never_take_the_server_down(eh: Running) -> None:
             sock.close()
     still_serves(eh)
     assert eh.thread.call(lambda: len(eh.emulator.connections)) == 0
+
+
+def test_malformed_message_is_rejected_and_the_connection_stays_usable(eh: Running) -> None:
+    import uuid
+
+    from enginehub.harness.amqp.codec import Timestamp
+    from enginehub.harness.amqp.message import AMQP_VALUE, Message, encode_message, encode_section
+    from enginehub.harness.amqp.performatives import Disposition, Flow, Properties
+    from enginehub.harness.eventhubs.auth import generate_sas_token
+
+    policy, key = eh.emulator.config.default_policy
+    port = eh.emulator.port
+    audience = f"sb://127.0.0.1:{port}/eh1"
+    client = RawClient(port)
+    try:
+        client.handshake()
+        client.perf(1, Begin(None, 0, 1000, 1000, 10, None, None, None))
+        client.perf(
+            1, Attach("cs", 0, False, 0, 0, Source("c"), Target("$cbs"), None, None, 0, 0, None, None, None)
+        )
+        client.perf(
+            1, Attach("cr", 1, True, 0, 0, Source("$cbs"), Target("c"), None, None, None, 0, None, None, None)
+        )
+        client.perf(1, Flow(0, 1000, 0, 1000, 1, 0, 10, None, None, None, None))
+        request = encode_message(
+            Message(
+                properties=Properties(message_id=uuid.uuid4()),
+                application_properties={
+                    "operation": "put-token",
+                    "name": audience,
+                    "type": "servicebus.windows.net:sastoken",
+                    "expiration": Timestamp(0),
+                },
+            )
+        ) + encode_section(AMQP_VALUE, generate_sas_token(audience, policy, key))
+        client.send(transfer(0, 0, request))
+        client.expect_frames(lambda ps: any(isinstance(p, Transfer) for p in ps))  # the put-token answer
+        target = Target(f"amqps://127.0.0.1:{port}/eh1/Partitions/0")
+        client.perf(1, Attach("p", 2, False, 0, 1, Source("p"), target, None, None, 0, 0, None, None, None))
+        client.expect_frames(lambda ps: any(isinstance(p, Attach) for p in ps))
+        garbage = b"\x00\x53\x75\xa0\xff not a message"
+        client.send(transfer(2, 1, garbage))
+        frames = client.expect_frames(lambda ps: any(isinstance(p, Disposition) for p in ps))
+        disposition = next(p for p in frames if isinstance(p, Disposition))
+        assert disposition.settled and disposition.state.error.condition == "amqp:decode-error"
+        assert "not a valid AMQP message" in disposition.state.error.description
+        good = b"\x00\x53\x75\xa0\x02ok"
+        client.send(transfer(2, 2, good))
+        frames = client.expect_frames(lambda ps: any(isinstance(p, Disposition) for p in ps))
+        assert type(next(p for p in frames if isinstance(p, Disposition)).state).__name__ == "Accepted"
+    finally:
+        client.close()
+    assert eh.thread.call(lambda: eh.emulator.store.hub("eh1").partitions["0"].last_sequence_number) == 0

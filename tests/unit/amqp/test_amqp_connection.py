@@ -267,3 +267,45 @@ def test_random_bytes_after_the_handshake_never_escape(data: bytes) -> None:
             assert handler.closed
 
     asyncio.run(run())
+
+
+async def test_sasl_plain_is_accepted_and_unknown_mechanisms_refused() -> None:
+    handler = Recorder()
+    conn = AMQPConnection(handler)
+    transport = FakeTransport()
+    conn.connection_made(transport)
+    conn.data_received(SASL_HEADER + f(SASLInit(Symbol("PLAIN"), b"\x00user\x00pw", "h"), 0, frame_type=1))
+    outcome = [p for p in perfs(bytes(transport.data)[8:]) if isinstance(p, SASLOutcome)]
+    assert outcome[0].code == 0 and conn.sasl_identity == "user" and not transport.closed
+
+    conn = AMQPConnection(Recorder())
+    transport = FakeTransport()
+    conn.connection_made(transport)
+    conn.data_received(SASL_HEADER + f(SASLInit(Symbol("GSSAPI"), b"", "h"), 0, frame_type=1))
+    outcome = [p for p in perfs(bytes(transport.data)[8:]) if isinstance(p, SASLOutcome)]
+    assert outcome[0].code == 1 and transport.closed
+
+
+async def test_wrong_protocol_header_is_answered_with_ours_then_closed() -> None:
+    conn = AMQPConnection(Recorder())
+    transport = FakeTransport()
+    conn.connection_made(transport)
+    conn.data_received(b"HTTP/1.1")
+    assert bytes(transport.data) == SASL_HEADER and transport.closed
+
+
+async def test_heartbeats_are_sent_at_half_the_peer_idle_timeout() -> None:
+    handler = Recorder()
+    conn = AMQPConnection(handler)
+    transport = FakeTransport()
+    conn.connection_made(transport)
+    conn.data_received(
+        SASL_HEADER + f(SASLInit(Symbol("ANONYMOUS"), b"", "h"), 0, frame_type=1) + AMQP_HEADER
+        + f(Open("c", "h", 1 << 20, 10, 100, None, None, None, None, None), 0)
+    )  # fmt: skip
+    transport.data.clear()
+    deadline = asyncio.get_running_loop().time() + 2
+    while not transport.data and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.01)
+    assert bytes(transport.data[:8]) == b"\x00\x00\x00\x08\x02\x00\x00\x00"
+    conn.close()
