@@ -61,3 +61,85 @@ def test_20_devices_200_per_s_10_s_every_message_once_with_correct_values(
         assert f"sh-{unit}-{cycle}" in row[28]
     per_unit = {u: max(c for uu, c in seen if uu == u) for u, _ in seen}
     assert all(per_unit[u] == sum(1 for uu, _ in seen if uu == u) for u in per_unit)  # cycles 1..n, no gaps
+
+
+def _admin(url: str, method: str = "GET", body: dict | None = None) -> dict:
+    import urllib.request
+
+    req = urllib.request.Request(
+        url, method=method, data=json.dumps(body).encode() if body is not None else None,
+        headers={"Content-Type": "application/json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+async def test_dropped_pubacks_through_the_whole_stack_leave_no_missing_and_no_duplicate_rows(
+    tmp_path: Path,
+) -> None:
+    import asyncio
+
+    from enginehub.simulator.credentials import HubTarget
+    from enginehub.simulator.device import DevicePolicy, quiet_sdk_logging
+    from enginehub.simulator.runner import FleetConfig, FleetRunner
+    from enginehub.simulator.selfhost import SelfHost
+    from enginehub.simulator.sources import load_source
+
+    quiet_sdk_logging()
+    host = SelfHost(tmp_path / "stack")
+    info = await host.start()
+    try:
+        admin = info.raw["iothub_admin_url"]
+        _admin(f"{admin}/faults", "PATCH", {"drop_pubacks": 4})
+        cfg = FleetConfig(
+            devices=tuple(HubTarget(info.hostname, info.group_key, info.gateway_host).devices(5)),
+            rate=50.0, total_devices=5, duration=3.0, run_id="dp",
+            ca_cert_pem=Path(info.ca_cert).read_text(),
+            policy=DevicePolicy(send_timeout=1.0),
+        )  # fmt: skip
+        runner = FleetRunner(cfg, load_source("synthetic", units=10))
+        stats = await runner.run()
+        assert runner.fatal is None and stats.failed == 0 and stats.acked == stats.sent
+        assert stats.timeouts >= 4  # the hub really withheld PUBACKs ...
+        metrics = _admin(f"{admin}/metrics")
+        assert metrics["dropped_pubacks"] == 4 and metrics["messages"] >= stats.acked + 4  # ... and kept both
+        for _ in range(300):
+            if host.ingested() >= stats.acked:
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.0)  # a late duplicate would land now
+    finally:
+        await host.stop()
+    con = sqlite3.connect(host.db)
+    rows = con.execute('SELECT id, "unit #", "cycle #" FROM enginehub_events').fetchall()
+    keys = {(u, c) for _, u, c in rows}
+    assert len(rows) == len(keys) == stats.acked  # no duplicate, none missing
+    assert keys == {(u, c) for u in range(1, 6) for c in range(1, 1 + sum(1 for uu, _ in keys if uu == u))}
+
+
+def test_sigint_self_hosted_drains_stops_the_stack_and_exits_0(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    data = tmp_path / "run"
+    proc = subprocess.Popen(
+        [*CMD, "--units", "5", "--rate", "50", "--duration", "120", "--dataset", "synthetic",
+         "--data-dir", str(data), "--json", "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        from enginehub.simulator.selfhost import count_rows
+
+        while count_rows(data / "events.db") < 50 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-2000:]
+    s = json.loads(out.strip().splitlines()[-1])
+    assert s["interrupted"] is True and s["failed"] == 0
+    assert s["ingested"] == s["acked"] == s["sent"] >= 50
+    assert "Traceback" not in err
