@@ -18,6 +18,7 @@ import json
 import logging
 import multiprocessing
 import sqlite3
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -38,12 +39,12 @@ BATCH, PREFETCH = 500, 1000
 SYNCHRONOUS = "full"
 
 
-def _run_emulator(partitions: int, out: Any, stop: Any) -> None:
+def _run_emulator(partitions: int, out: Any, stop: Any, groups: tuple[str, ...] = GROUPS) -> None:
     from enginehub.harness.eventhubs.config import EmulatorConfig
     from enginehub.harness.eventhubs.server import EventHubsEmulator
 
     async def main() -> None:
-        cfg = EmulatorConfig.simple(hubs=[HUB], partitions=partitions, consumer_groups=GROUPS)
+        cfg = EmulatorConfig.simple(hubs=[HUB], partitions=partitions, consumer_groups=groups)
         async with EventHubsEmulator(cfg, port=0, http_port=None) as emu:
             out.put(emu.connection_string)
             while not stop.is_set():
@@ -64,7 +65,7 @@ async def _until(done: Any, timeout: float) -> None:
         await asyncio.sleep(0.01)
 
 
-async def bare_sdk(cs: str, n: int, timeout: float) -> tuple[float, float]:
+async def bare_sdk(cs: str, n: int, timeout: float, group: str = "bare") -> tuple[float, float]:
     """receive_batch, count, discard: the ceiling for any consumer built on the SDK."""
     count = 0
     first: list[float] = []
@@ -75,7 +76,7 @@ async def bare_sdk(cs: str, n: int, timeout: float) -> tuple[float, float]:
             first.append(time.perf_counter())
         count += len(events)
 
-    client = _client(cs, "bare")
+    client = _client(cs, group)
     start = time.perf_counter()
     task = asyncio.create_task(
         client.receive_batch(
@@ -89,17 +90,19 @@ async def bare_sdk(cs: str, n: int, timeout: float) -> tuple[float, float]:
     return end - start, end - first[0]
 
 
-async def our_consumer(cs: str, n: int, workdir: Path, timeout: float) -> tuple[float, float]:
+async def our_consumer(
+    cs: str, n: int, workdir: Path, timeout: float, group: str = "ingest"
+) -> tuple[float, float]:
     sink: Any
     if SYNCHRONOUS == "memory":  # diagnosis only: the consumer without a database
         from enginehub.ingest.sinks.memory import MemorySink
 
         sink = MemorySink()
     else:
-        sink = SqliteSink(workdir / "ingest.db", synchronous=SYNCHRONOUS)
-    store = FileCheckpointStore(workdir / "ckpt")
-    factory = functools.partial(_client, cs, "ingest")
-    opts = ConsumerOptions(consumer_group="ingest", batch_size=BATCH, prefetch=PREFETCH, track_lag=False)
+        sink = SqliteSink(workdir / f"{group}.db", synchronous=SYNCHRONOUS)
+    store = FileCheckpointStore(workdir / f"{group}.ckpt")
+    factory = functools.partial(_client, cs, group)
+    opts = ConsumerOptions(consumer_group=group, batch_size=BATCH, prefetch=PREFETCH, track_lag=False)
     consumer = IngestConsumer(factory, store, sink, load_rules(None), opts)
     first: list[float] = []
     handler = consumer._on_batch
@@ -119,16 +122,16 @@ async def our_consumer(cs: str, n: int, workdir: Path, timeout: float) -> tuple[
     if SYNCHRONOUS == "memory":
         rows = sink.count("enginehub_events")
     else:
-        with sqlite3.connect(workdir / "ingest.db") as conn:
+        with sqlite3.connect(workdir / f"{group}.db") as conn:
             rows = conn.execute("SELECT count(*) FROM enginehub_events").fetchone()[0]
     if rows != n:
         raise AssertionError(f"consumer wrote {rows} rows, expected {n}")
     return end - start, end - first[0]
 
 
-async def naive(cs: str, n: int, workdir: Path, timeout: float) -> tuple[float, float]:
+async def naive(cs: str, n: int, workdir: Path, timeout: float, group: str = "naive") -> tuple[float, float]:
     """One INSERT (and commit) per event, as the original ingest rule did; no batching."""
-    path = workdir / "naive.db"
+    path = workdir / f"{group}.db"
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
@@ -145,11 +148,11 @@ async def naive(cs: str, n: int, workdir: Path, timeout: float) -> tuple[float, 
             return
         if not first:
             first.append(time.perf_counter())
-        for row in route(to_record(event, HUB, "naive", ctx.partition_id), rules).rows:
+        for row in route(to_record(event, HUB, group, ctx.partition_id), rules).rows:
             conn.execute(sql, row_params(row, now))
         count += 1
 
-    client = _client(cs, "naive")
+    client = _client(cs, group)
     start = time.perf_counter()
     task = asyncio.create_task(client.receive(on_event, starting_position="-1", prefetch=PREFETCH))
     await _until(lambda: count >= n, timeout)
@@ -165,8 +168,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--events", type=int, default=20000)
-    parser.add_argument("--naive-events", type=int, default=3000, help="the naive consumer is slow: fewer")
+    parser.add_argument("--naive-events", type=int, default=2000, help="the naive consumer is slow: fewer")
     parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds; medians are reported")
     parser.add_argument("--timeout", type=float, default=300)
     parser.add_argument("--batch-size", type=int, default=BATCH, help="max events per batch (both loops)")
     parser.add_argument("--prefetch", type=int, default=PREFETCH, help="per-partition prefetch (all loops)")
@@ -175,10 +179,15 @@ def main() -> None:
     globals().update(BATCH=args.batch_size, PREFETCH=args.prefetch, SYNCHRONOUS=args.synchronous)
     logging.basicConfig(level=logging.WARNING)
 
+    groups = tuple(f"{v}{i}" for i in range(args.repeat) for v in ("bare", "ingest", "naive"))
     ctx = multiprocessing.get_context("spawn")
     out, stop = ctx.Queue(), ctx.Event()
-    emu = ctx.Process(target=_run_emulator, args=(args.partitions, out, stop), daemon=True)
+    emu = ctx.Process(target=_run_emulator, args=(args.partitions, out, stop, groups), daemon=True)
     emu.start()
+    names = ("bare", "ingest", "naive")
+    rates: dict[str, list[float]] = {k: [] for k in names}
+    startup: dict[str, list[float]] = {k: [] for k in names}
+    cpu: dict[str, list[float]] = {k: [] for k in names}
     try:
         cs = out.get(timeout=60)
         items = [
@@ -191,45 +200,53 @@ def main() -> None:
         print(f"produced {args.events} events into {args.partitions} partitions in {took:.1f} s")
         with tempfile.TemporaryDirectory(prefix="ingest-bench-") as tmp:
             work = Path(tmp)
-            c0 = time.process_time()
-            bare_total, bare_s = asyncio.run(bare_sdk(cs, args.events, args.timeout))
-            c1 = time.process_time()
-            ours_total, ours_s = asyncio.run(our_consumer(cs, args.events, work, args.timeout))
-            c2 = time.process_time()
-            naive_total, naive_s = asyncio.run(naive(cs, args.naive_events, work, args.timeout))
-            c3 = time.process_time()
-            cpu = {
-                "bare": (c1 - c0) / bare_total,
-                "ours": (c2 - c1) / ours_total,
-                "naive": (c3 - c2) / naive_total,
-            }
+            for i in range(args.repeat):  # interleaved, so machine noise hits every variant alike
+                for name in names:
+                    group = f"{name}{i}"
+                    if name == "bare":
+                        n, coro = args.events, bare_sdk(cs, args.events, args.timeout, group)
+                    elif name == "ingest":
+                        n, coro = args.events, our_consumer(cs, args.events, work, args.timeout, group)
+                    else:
+                        n, coro = args.naive_events, naive(cs, args.naive_events, work, args.timeout, group)
+                    c0 = time.process_time()
+                    total, steady = asyncio.run(coro)
+                    cpu[name].append((time.process_time() - c0) / total)
+                    rates[name].append(n / steady)
+                    startup[name].append(total - steady)
+                round_rates = ", ".join(f"{k} {v[-1]:.0f}/s" for k, v in rates.items())
+                ratio = rates["ingest"][-1] / rates["bare"][-1]
+                print(f"round {i + 1}: {round_rates}, consumer/bare {ratio:.2f}")
     finally:
         stop.set()
         emu.join(15)
         if emu.is_alive():
             emu.terminate()
     # throughput = events / (last event done - first event received); start-up (connect, claim) shown apart
-    bare_rate = args.events / bare_s
-    ours_rate = args.events / ours_s
-    naive_rate = args.naive_events / naive_s
-    print(f"bare SDK receive-and-discard : {bare_rate:9.0f} events/s (start-up {bare_total - bare_s:.2f} s)")
-    print(f"ingest consumer -> SQLite    : {ours_rate:9.0f} events/s (start-up {ours_total - ours_s:.2f} s)")
-    print(
-        f"naive 1 INSERT per event     : {naive_rate:9.0f} events/s (start-up {naive_total - naive_s:.2f} s)"
-    )
-    print("consumer-process CPU use     : " + ", ".join(f"{k} {v:.0%}" for k, v in cpu.items()))
-    print(f"ratio consumer / bare SDK    : {ours_rate / bare_rate:.2f} (target >= 0.85)")
-    print(f"ratio consumer / naive       : {ours_rate / naive_rate:.1f} (target >= 10)")
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    labels = {
+        "bare": "bare SDK receive-and-discard",
+        "ingest": "ingest consumer -> SQLite   ",
+        "naive": "naive 1 INSERT per event    ",
+    }
+    for k, label in labels.items():
+        up, load = statistics.median(startup[k]), statistics.median(cpu[k])
+        print(
+            f"{label} : {med[k]:8.0f} events/s (median; start-up {up:.2f} s; consumer-process CPU {load:.0%})"
+        )
+    print(f"ratio consumer / bare SDK    : {med['ingest'] / med['bare']:.2f} (target >= 0.85)")
+    print(f"ratio consumer / naive       : {med['ingest'] / med['naive']:.1f} (target >= 10)")
     print(
         json.dumps(
             {
                 "events": args.events,
                 "partitions": args.partitions,
-                "bare_sdk_events_per_s": round(bare_rate),
-                "consumer_events_per_s": round(ours_rate),
-                "naive_events_per_s": round(naive_rate),
-                "ratio_vs_bare": round(ours_rate / bare_rate, 3),
-                "ratio_vs_naive": round(ours_rate / naive_rate, 2),
+                "repeat": args.repeat,
+                "bare_sdk_events_per_s": round(med["bare"]),
+                "consumer_events_per_s": round(med["ingest"]),
+                "naive_events_per_s": round(med["naive"]),
+                "ratio_vs_bare": round(med["ingest"] / med["bare"], 3),
+                "ratio_vs_naive": round(med["ingest"] / med["naive"], 2),
             }
         )
     )

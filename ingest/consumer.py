@@ -98,16 +98,40 @@ def _text(value: Any) -> str | None:
     return str(value)
 
 
+_MESSAGE_PROPERTIES = ("correlation_id", "user_id", "to", "subject", "reply_to", "group_id")
+
+
 def to_record(event: Any, eventhub: str, consumer_group: str, partition_id: str) -> EventRecord:
-    """An SDK ``EventData`` as an :class:`EventRecord` (bytes keys/values decoded)."""
-    system = event.system_properties or {}
-    props = {str(_text(k)): jsonable(v) for k, v in (event.properties or {}).items()}
+    """An SDK ``EventData`` as an :class:`EventRecord` (bytes keys/values decoded).
+
+    Reads the public ``raw_amqp_message`` (annotations, properties, application properties) directly:
+    ``EventData.system_properties`` rebuilds a dict on first access and costs more than the rest of this
+    function together. ``system_properties`` here = the service/IoT Hub annotations (less the ones stored
+    as top-level metadata) plus the AMQP message properties that are set.
+    """
+    raw = getattr(event, "raw_amqp_message", None)
+    if raw is None:  # not an SDK EventData (tests): use the EventData-level properties
+        system = dict(event.system_properties or {})
+        app = event.properties or {}
+        message_id, content_type = event.message_id, event.content_type
+    else:
+        system = dict(raw.annotations or {})
+        app = raw.application_properties or {}
+        mprops = raw.properties
+        message_id = content_type = None
+        if mprops is not None:
+            message_id, content_type = mprops.message_id, mprops.content_type
+            for name in _MESSAGE_PROPERTIES:
+                value = getattr(mprops, name, None)
+                if value:
+                    system[name.replace("_", "-").encode()] = value
+    props = {str(_text(k)): jsonable(v) for k, v in app.items()} if app else {}
     device = None
     for key in DEVICE_ID_KEYS:
         if key in system:
             device = _text(system[key])
             break
-    if device is None:
+    if device is None and props:
         device = _text(props.get("device_id") or props.get("iothub-connection-device-id"))
     return EventRecord(
         eventhub=eventhub,
@@ -117,10 +141,10 @@ def to_record(event: Any, eventhub: str, consumer_group: str, partition_id: str)
         offset=str(event.offset),
         enqueued_time=event.enqueued_time,
         body=_body_bytes(event),
-        message_id=_text(event.message_id),
+        message_id=_text(message_id),
         device_id=device,
-        partition_key=_text(event.partition_key),
-        content_type=_text(event.content_type),
+        partition_key=_text(system.get(b"x-opt-partition-key")),
+        content_type=_text(content_type),
         properties=props,
         system_properties={
             str(_text(k)): jsonable(v) for k, v in system.items() if k not in REDUNDANT_SYSTEM_PROPERTIES

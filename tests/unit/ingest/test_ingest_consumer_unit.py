@@ -224,3 +224,26 @@ async def test_concurrent_partition_batches_share_one_commit_and_each_checkpoint
     await asyncio.gather(consumer._on_batch(ctx0, _events(0, 4)), consumer._on_batch(ctx1, _events(4, 3)))
     assert sink.write_calls == 1  # group commit
     assert (ctx0.checkpoints, ctx1.checkpoints) == ([3], [6]) and sink.count(DEFAULT_TABLE) == 7
+
+
+def test_to_record_reads_a_real_sdk_event_data() -> None:
+    from azure.eventhub import EventData
+
+    event = EventData(b"hello")
+    event.message_id = "m1"
+    event.content_type = "text/plain"
+    event.correlation_id = "c1"
+    event.properties = {b"fleet": b"A"}
+    event.raw_amqp_message.annotations = {
+        b"x-opt-sequence-number": 5,
+        b"x-opt-offset": b"77",
+        b"x-opt-enqueued-time": 1700000000000,
+        b"x-opt-partition-key": b"pk",
+        b"iothub-connection-device-id": b"engine-3",
+    }
+    rec = to_record(event, "eh1", "$Default", "1")
+    assert (rec.sequence_number, rec.offset, rec.body, rec.message_id) == (5, "77", b"hello", "m1")
+    assert (rec.device_id, rec.partition_key, rec.content_type) == ("engine-3", "pk", "text/plain")
+    assert rec.enqueued_time == dt.datetime(2023, 11, 14, 22, 13, 20, tzinfo=dt.UTC)
+    assert rec.properties == {"fleet": "A"}
+    assert rec.system_properties == {"iothub-connection-device-id": "engine-3", "correlation-id": "c1"}
