@@ -371,3 +371,71 @@ def phm08_terms(pred: Sequence[float] | np.ndarray, true: Sequence[float] | np.n
 def phm08_score(pred: Sequence[float] | np.ndarray, true: Sequence[float] | np.ndarray) -> float:
     """PHM08 score S = sum of `phm08_terms` (Saxena et al. 2008 eq. 11): a sum over units, lower is better."""
     return float(np.sum(phm08_terms(pred, true)))
+
+
+# ---------------------------------------------------------------- the whole standard protocol
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A subset ready for a sequence model: train windows (capped RUL labels), one test window per unit
+    (labelled with the raw true RUL), and the scaler fitted on train."""
+
+    train: Windows
+    test: Windows
+    scaler: Scaler
+    sensors: tuple[int, ...]
+    per_condition: bool
+    cap: int | None
+
+
+def prepare(
+    train: Sequence[Row],
+    test: Sequence[Row],
+    rul: Sequence[int],
+    sensors: Sequence[int] = DEFAULT_SENSORS,
+    cap: int | None = DEFAULT_CAP,
+    length: int = DEFAULT_WINDOW,
+    per_condition: bool | None = None,
+    scaling: Literal["zscore", "minmax"] = "zscore",
+) -> Prepared:
+    """docs/cmapss.md section 3 in one call: keep `sensors`, normalise with statistics fitted on train
+    only (per operating condition when the train rows span several conditions, unless `per_condition`
+    says otherwise), window train units (stride 1, label = capped RUL at the last cycle) and take the
+    last `length` cycles of each test unit (short units padded by repeating their first row; counted in
+    `test.padded_units`), labelled with the raw RUL from RUL_FD00x (cap it with `capped` if wanted).
+    """
+    if scaling not in ("zscore", "minmax"):
+        raise ValueError(f"scaling must be 'zscore' or 'minmax', got {scaling!r}")
+    if not train or not test:
+        raise ValueError("train and test rows are both needed")
+    x_train, x_test = sensor_matrix(train, sensors), sensor_matrix(test, sensors)
+    c_train = operating_conditions(train)
+    if per_condition is None:
+        per_condition = len(np.unique(c_train)) > 1
+    c_test = operating_conditions(test) if per_condition else None
+    fit = fit_zscore if scaling == "zscore" else fit_minmax
+    scaler = fit(x_train, c_train if per_condition else None)
+    units_train, cycles_train = rows_arrays(train)
+    units_test, cycles_test = rows_arrays(test)
+    train_windows = sliding_windows(
+        scaler.transform(x_train, c_train if per_condition else None),
+        units_train,
+        rul_train(train, cap).astype(np.float64),
+        cycles_train,
+        length=length,
+    )
+    test_windows = last_windows(
+        scaler.transform(x_test, c_test),
+        units_test,
+        rul_test(test, rul).astype(np.float64),
+        cycles_test,
+        length=length,
+    )
+    LOG.debug(
+        "prepared %d train windows, %d test windows (%d padded)",
+        len(train_windows),
+        len(test_windows),
+        test_windows.padded_units,
+    )
+    return Prepared(train_windows, test_windows, scaler, tuple(sensors), per_condition, cap)

@@ -258,3 +258,36 @@ def test_metric_errors(pred: list[float], true: list[float], message: str) -> No
     for metric in (L.rmse, L.phm08_score):
         with pytest.raises(ValueError, match=message):
             metric(pred, true)
+
+
+def test_prepare_runs_the_standard_protocol(subset: cmapss.Subset) -> None:
+    short = DOC[subset.name][0]
+    sensors = (2, 7, 11)  # three of the 14: the same code path at a fifth of the memory
+    p = L.prepare(subset.train, subset.test, subset.rul, sensors=sensors)
+    lengths = cmapss.unit_lengths(subset.train)
+    assert isinstance(p, L.Prepared) and p.sensors == sensors and p.cap == 125
+    assert p.per_condition is (subset.name in ("FD002", "FD004"))
+    assert p.train.x.shape == (sum(n - 29 for n in lengths.values()), 30, 3) and p.train.y.max() == 125
+    assert p.test.x.shape == (subset.test_units, 30, 3) and p.test.padded_units == short
+    assert np.array_equal(p.test.y, subset.rul)  # the raw true RUL at the last test cycle
+    # Statistics come from train only: refitting on train gives the same scaler.
+    x = L.sensor_matrix(subset.train, sensors)
+    refit = L.fit_zscore(x, L.operating_conditions(subset.train) if p.per_condition else None)
+    assert np.array_equal(refit.offset, p.scaler.offset) and np.array_equal(refit.scale, p.scaler.scale)
+    assert abs(float(p.train.x[:, -1, :].mean())) < 0.5 and np.all(np.isfinite(p.test.x))
+
+
+def test_prepare_options_and_errors(cmapss_dir: Path) -> None:
+    train = cmapss.read_rows(cmapss_dir / "train_FD001.txt")[:600]
+    test = cmapss.read_rows(cmapss_dir / "test_FD001.txt")[:200]
+    rul = cmapss.read_rul(cmapss_dir / "RUL_FD001.txt")
+    p = L.prepare(train, test, rul, sensors=(2, 3), cap=None, length=10, scaling="minmax")
+    assert p.train.x.shape[1:] == (10, 2) and p.train.x.min() >= -1.0 and p.train.x.max() <= 1.0
+    assert p.train.y.max() > 125 and p.test.padded_units == 0 and not p.per_condition
+    forced = L.prepare(train, test, rul, per_condition=True)
+    assert forced.per_condition and forced.scaler.conditions == (1,)
+    assert forced.sensors == L.DEFAULT_SENSORS and forced.train.x.shape[1:] == (30, 14)
+    with pytest.raises(ValueError, match="scaling must be"):
+        L.prepare(train, test, rul, scaling="robust")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="train and test rows are both needed"):
+        L.prepare(train, [], rul)
