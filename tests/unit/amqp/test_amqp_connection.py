@@ -180,18 +180,40 @@ async def test_dispositions_are_coalesced_into_ranges() -> None:
     assert [(d.first, d.last) for d in disps] == [(0, 4)]
 
 
-async def test_oversize_delivery_rejected_with_size_exceeded() -> None:
+def _two_frames(delivery_id: int, first: int, second: int) -> bytes:
+    data = f(
+        Transfer(0, delivery_id, b"t", 0, False, True, None, None, None, None, None), payload=b"x" * first
+    )
+    return data + f(
+        Transfer(0, None, b"t", 0, False, False, None, None, None, None, None), payload=b"x" * second
+    )
+
+
+async def test_link_max_message_size_at_limit_and_over() -> None:
     handler = Recorder(max_message_size=100)
     conn, transport = connect(handler, sender_attach())
     transport.data.clear()
-    data = f(Transfer(0, 0, b"t", 0, False, True, None, None, None, None, None), payload=b"x" * 80)
-    data += f(Transfer(0, None, b"t", 0, False, False, None, None, None, None, None), payload=b"x" * 21)
-    conn.data_received(data)
-    (disp,) = [p for p in perfs(bytes(transport.data)) if isinstance(p, Disposition)]
-    assert (
-        isinstance(disp.state, Rejected) and disp.state.error.condition == "amqp:link:message-size-exceeded"
-    )
-    assert handler.deliveries == [] and not transport.closed
+    conn.data_received(_two_frames(0, 80, 20))  # exactly the limit
+    conn.data_received(_two_frames(1, 80, 21))  # one byte over
+    disps = [p for p in perfs(bytes(transport.data)) if isinstance(p, Disposition)]
+    assert isinstance(disps[0].state, Accepted) and len(handler.deliveries) == 1
+    assert isinstance(disps[1].state, Rejected)
+    error = disps[1].state.error
+    assert error.condition == "amqp:link:message-size-exceeded" and error.info is None
+    assert "size:101 bytes" in error.description and "(100 bytes)" in error.description
+    assert not transport.closed
+
+
+async def test_absolute_delivery_cap_at_limit_and_over(monkeypatch: Any) -> None:
+    from enginehub.harness.amqp import connection as connection_module
+
+    monkeypatch.setattr(connection_module, "MAX_DELIVERY_BYTES", 100)
+    handler = Recorder(max_message_size=None)  # no link limit: the hard cap still applies
+    conn, transport = connect(handler, sender_attach())
+    transport.data.clear()
+    conn.data_received(_two_frames(0, 50, 50) + _two_frames(1, 50, 51))
+    disps = [p for p in perfs(bytes(transport.data)) if isinstance(p, Disposition)]
+    assert [type(d.state).__name__ for d in disps] == ["Accepted", "Rejected"]
 
 
 async def test_outgoing_transfer_split_by_peer_max_frame_and_credit() -> None:
