@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import logging
 import os
 import shutil
 import signal
@@ -20,6 +21,8 @@ from typing import Any
 
 from enginehub.ingest.model import EventRecord
 from enginehub.ingest.payloads import JSON_FIELDS
+
+LOG = logging.getLogger(__name__)
 
 
 def seed_values(unit: int, cycle: int) -> list[float]:

@@ -4,8 +4,10 @@ EventHubConsumerClient) -> SQLite, with the SDK's BlobCheckpointStore on a real 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -65,9 +67,21 @@ def test_n_events_exactly_n_rows_checkpoints_and_graceful_release(
             checkpoint_container,
             "--owner-id",
             "node-a",
+            "--metrics-port",
+            "0",
         )
     )
     poll(lambda: row_count(db) >= n, 60, lambda: f"{row_count(db)} rows; log:\n{node.tail()}")
+    metrics_url = re.search(r"metrics on (http://\S+)", node.log.read_text())
+    assert metrics_url, node.tail()
+    poll(
+        lambda: f"enginehub_ingest_rows_written_total {n}\n" in _scrape(metrics_url.group(1)),
+        15,
+        lambda: _scrape(metrics_url.group(1))[:600],
+    )
+    text = _scrape(metrics_url.group(1))
+    assert "enginehub_ingest_dead_letters_total 0" in text and "enginehub_ingest_batch_seconds_count" in text
+    assert 'enginehub_ingest_partition_lag_events{partition="0"} 0' in text
 
     rows = sqlite_query(db, 'SELECT id, payload, "unit #", "cycle #", event_metadata FROM enginehub_events')
     assert len(rows) == n and len({r[0] for r in rows}) == n
@@ -96,6 +110,11 @@ def test_n_events_exactly_n_rows_checkpoints_and_graceful_release(
     assert node.wait(30) == 0, node.tail()
     released = {o["partition_id"]: o["owner_id"] for o in list_ownership(store, ns)}
     assert all(not owner for owner in released.values()), released
+
+
+def _scrape(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.read().decode()
 
 
 def _seq_sql(pid: int) -> str:

@@ -1,20 +1,17 @@
 """Sink fixtures for the shared conformance suite: every real sink plus the in-memory one.
 
-The CrateDB variant needs a REAL server: ``CRATEDB_URL`` (``http://host:4200`` or ``crate://host:4200``),
-else testcontainers' CrateDBContainer when a Docker engine answers; otherwise it is skipped with the reason.
+The CrateDB variant needs a REAL server: the plugin's ``cratedb`` fixture (``CRATEDB_URL``, else
+testcontainers' CrateDBContainer when a Docker engine answers); otherwise it is skipped with the reason.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import os
 import sqlite3
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 
@@ -95,44 +92,14 @@ def _sqlite(tmp_path: Any) -> Iterator[SinkUnderTest]:
     sink.close()
 
 
-@pytest.fixture(scope="session")
-def crate_server() -> Iterator[str]:
-    """A real CrateDB: CRATEDB_URL, else testcontainers (needs a Docker engine), else skip with the reason."""
-    url = os.environ.get("CRATEDB_URL")
-    if url:
-        parts = urlsplit(url)
-        proto = "https" if parts.scheme.endswith("https") else "http"
-        yield f"{proto}://{parts.hostname}:{parts.port or 4200}"
-        return
-    try:
-        import docker  # testcontainers' dependency
-
-        docker.from_env().ping()
-    except Exception as exc:
-        pytest.skip(
-            "no CrateDB: CRATEDB_URL is not set and no Docker engine answers for testcontainers "
-            f"({type(exc).__name__}); no registry ships a CrateDB server here"
-        )
-    try:
-        from testcontainers.community.cratedb import CrateDBContainer
-    except ImportError as exc:
-        pytest.skip(f"Docker answers but testcontainers' CrateDB module is unusable ({exc}): set CRATEDB_URL")
-    with CrateDBContainer("crate/crate:latest") as container:
-        host = container.get_container_host_ip()
-        yield f"http://{host}:{container.get_exposed_port(4200)}"
-
-
-def _crate(server: str) -> Iterator[SinkUnderTest]:
-    schema = f"t{uuid.uuid4().hex[:12]}"
-    sink = CrateSink(server, schema=schema, connect_timeout=30)
-    from crate.client import connect
-
-    conn = connect(server, schema=schema)
+def _crate(server: Any, schema: str) -> Iterator[SinkUnderTest]:
+    """``server`` is the plugin's CrateDBServer (CRATEDB_URL or testcontainers; it skips with the reason)."""
+    sink = CrateSink(
+        server.http_url, schema=schema, username=server.username, password=server.password, connect_timeout=30
+    )
 
     def query(sql: str) -> list[list[Any]]:
-        cur = conn.cursor()
-        cur.execute(sql)
-        return cur.fetchall()
+        return server.query(sql)
 
     def rows(table: str) -> dict[str, dict[str, Any]]:
         query(f'REFRESH TABLE "{schema}"."{table}"')
@@ -148,7 +115,7 @@ def _crate(server: str) -> Iterator[SinkUnderTest]:
     def dls() -> dict[tuple[str, str], dict[str, Any]]:
         query(f'REFRESH TABLE "{schema}"."{DEAD_LETTER_TABLE}"')
         got = query(
-            f"SELECT target_table, id, raw_base64, reason, partition_id, sequence_number "
+            "SELECT target_table, id, raw_base64, reason, partition_id, sequence_number "
             f'FROM "{schema}"."{DEAD_LETTER_TABLE}"'
         )
         return {
@@ -158,11 +125,6 @@ def _crate(server: str) -> Iterator[SinkUnderTest]:
 
     yield SinkUnderTest(sink, rows, dls)
     sink.close()
-    for (table,) in query(
-        f"SELECT table_name FROM information_schema.tables WHERE table_schema = '{schema}'"
-    ):
-        query(f'DROP TABLE IF EXISTS "{schema}"."{table}"')
-    conn.close()
 
 
 @pytest.fixture(
@@ -178,4 +140,4 @@ def sut(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[SinkUnderTest
     elif request.param == "sqlite":
         yield from _sqlite(tmp_path)
     else:
-        yield from _crate(request.getfixturevalue("crate_server"))
+        yield from _crate(request.getfixturevalue("cratedb"), request.getfixturevalue("cratedb_schema"))
