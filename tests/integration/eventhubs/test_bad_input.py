@@ -9,7 +9,7 @@ import time
 
 import pytest
 from azure.eventhub import EventData
-from eh_sdk_helpers import Running, producer
+from eh_sdk_helpers import Running, poll, producer
 
 from enginehub.harness.amqp.codec import Symbol
 from enginehub.harness.amqp.framing import AMQP_HEADER, SASL_HEADER, decode_performative, encode_frame
@@ -195,41 +195,49 @@ def test_random_byte_streams_never_take_the_server_down(eh: Running) -> None:
     assert eh.thread.call(lambda: len(eh.emulator.connections)) == 0
 
 
-def test_malformed_message_is_rejected_and_the_connection_stays_usable(eh: Running) -> None:
+def authenticate(client: RawClient, eh: Running, path: str) -> None:
+    """Begin a session on channel 1 and put a valid SAS token for ``path`` on $cbs (handles 0 and 1)."""
     import uuid
 
     from enginehub.harness.amqp.codec import Timestamp
     from enginehub.harness.amqp.message import AMQP_VALUE, Message, encode_message, encode_section
-    from enginehub.harness.amqp.performatives import Disposition, Flow, Properties
+    from enginehub.harness.amqp.performatives import Flow, Properties
     from enginehub.harness.eventhubs.auth import generate_sas_token
 
     policy, key = eh.emulator.config.default_policy
+    audience = f"sb://127.0.0.1:{eh.emulator.port}{path}"
+    client.perf(1, Begin(None, 0, 1000, 1000, 10, None, None, None))
+    client.perf(
+        1, Attach("cs", 0, False, 0, 0, Source("c"), Target("$cbs"), None, None, 0, 0, None, None, None)
+    )
+    client.perf(
+        1, Attach("cr", 1, True, 0, 0, Source("$cbs"), Target("c"), None, None, None, 0, None, None, None)
+    )
+    client.perf(1, Flow(0, 1000, 0, 1000, 1, 0, 10, None, None, None, None))
+    request = encode_message(
+        Message(
+            properties=Properties(message_id=uuid.uuid4()),
+            application_properties={
+                "operation": "put-token",
+                "name": audience,
+                "type": "servicebus.windows.net:sastoken",
+                "expiration": Timestamp(0),
+            },
+        )
+    ) + encode_section(AMQP_VALUE, generate_sas_token(audience, policy, key))
+    client.send(transfer(0, 0, request))
+    frames = client.expect_frames(lambda ps: any(isinstance(p, Transfer) for p in ps))  # the put-token answer
+    assert not any(isinstance(p, Detach) for p in frames)
+
+
+def test_malformed_message_is_rejected_and_the_connection_stays_usable(eh: Running) -> None:
+    from enginehub.harness.amqp.performatives import Disposition
+
     port = eh.emulator.port
-    audience = f"sb://127.0.0.1:{port}/eh1"
     client = RawClient(port)
     try:
         client.handshake()
-        client.perf(1, Begin(None, 0, 1000, 1000, 10, None, None, None))
-        client.perf(
-            1, Attach("cs", 0, False, 0, 0, Source("c"), Target("$cbs"), None, None, 0, 0, None, None, None)
-        )
-        client.perf(
-            1, Attach("cr", 1, True, 0, 0, Source("$cbs"), Target("c"), None, None, None, 0, None, None, None)
-        )
-        client.perf(1, Flow(0, 1000, 0, 1000, 1, 0, 10, None, None, None, None))
-        request = encode_message(
-            Message(
-                properties=Properties(message_id=uuid.uuid4()),
-                application_properties={
-                    "operation": "put-token",
-                    "name": audience,
-                    "type": "servicebus.windows.net:sastoken",
-                    "expiration": Timestamp(0),
-                },
-            )
-        ) + encode_section(AMQP_VALUE, generate_sas_token(audience, policy, key))
-        client.send(transfer(0, 0, request))
-        client.expect_frames(lambda ps: any(isinstance(p, Transfer) for p in ps))  # the put-token answer
+        authenticate(client, eh, "/eh1")
         target = Target(f"amqps://127.0.0.1:{port}/eh1/Partitions/0")
         client.perf(1, Attach("p", 2, False, 0, 1, Source("p"), target, None, None, 0, 0, None, None, None))
         client.expect_frames(lambda ps: any(isinstance(p, Attach) for p in ps))
@@ -246,3 +254,24 @@ def test_malformed_message_is_rejected_and_the_connection_stays_usable(eh: Runni
     finally:
         client.close()
     assert eh.thread.call(lambda: eh.emulator.store.hub("eh1").partitions["0"].last_sequence_number) == 0
+
+
+def test_a_dropped_connection_releases_its_receivers(eh: Running) -> None:
+    from enginehub.harness.amqp.codec import Described
+
+    port = eh.emulator.port
+    client = RawClient(port)
+    client.handshake()
+    authenticate(client, eh, "/eh1/consumergroups/$default")
+    selector = Symbol("apache.org:selector-filter:string")
+    source = Source(
+        f"amqps://127.0.0.1:{port}/eh1/ConsumerGroups/$Default/Partitions/0",
+        filter={selector: Described(selector, "amqp.annotation.x-opt-offset > '@latest'")},
+    )
+    epoch = {Symbol("com.microsoft:epoch"): 5}
+    client.perf(1, Attach("c", 2, True, 0, 0, source, Target("c"), None, None, None, 0, None, None, epoch))
+    client.expect_frames(lambda ps: any(isinstance(p, Attach) for p in ps))
+    assert eh.receivers() == 1
+    client.sock.close()  # no DETACH, no CLOSE
+    poll(lambda: eh.receivers() == 0 and not eh.thread.call(lambda: len(eh.emulator.connections)), 10,
+         "the emulator to drop the receiver of a vanished connection")  # fmt: skip
