@@ -30,8 +30,8 @@ def check_identifier(name: str, what: str = "table") -> str:
 @dataclass(frozen=True)
 class TableSpec:
     """A target table. ``payload_format`` decides how the typed columns are derived: on CrateDB a
-    ``seed`` or ``auto`` table computes them as GENERATED columns from ``payload`` (like the original
-    pipeline); ``json``/``raw`` tables (and other sinks) store the values the rules computed on insert."""
+    ``seed`` table computes them as GENERATED columns from ``payload`` (like the original pipeline);
+    ``auto``/``json``/``raw`` tables (and other sinks) store the values the rules computed on insert."""
 
     name: str = DEFAULT_TABLE
     payload_format: str = "seed"

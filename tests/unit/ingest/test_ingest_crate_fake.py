@@ -207,8 +207,12 @@ def test_start_up_retries_then_gives_a_clear_error() -> None:
     assert sleeps, "no retry before giving up"
 
 
-def test_ddl_for_json_tables_inserts_plain_typed_columns() -> None:
-    ddl = table_ddl("doc", TableSpec("j", "json"))
-    assert "GENERATED" not in ddl and '"unit #" INTEGER' in ddl
+def test_ddl_for_auto_and_json_tables_inserts_plain_typed_columns() -> None:
+    for fmt in ("auto", "json"):
+        ddl = table_ddl("doc", TableSpec("j", fmt))
+        assert "GENERATED" not in ddl and '"unit #" INTEGER' in ddl
+    assert '"unit #" INTEGER GENERATED ALWAYS AS (CAST(string_to_array(' in table_ddl(
+        "doc", TableSpec("s", "seed")
+    )
     with pytest.raises(ValueError, match="invalid schema"):
         table_ddl("bad schema", TableSpec())
