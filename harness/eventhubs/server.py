@@ -88,7 +88,6 @@ class EventHubsEmulator:
         if self.state != "created":
             raise RuntimeError(f"cannot start an emulator in state {self.state}")
         self.state = "starting"
-        self.ready = asyncio.Event()  # bound to the running loop
         self.store = EventHubsStore(self.config, self.data_dir)
         loop = asyncio.get_running_loop()
         try:
