@@ -253,6 +253,7 @@ async def _fleet(
     fatal: tuple[str, str] | None = None
     stack_error: str | None = None
     warned_lag = False
+    warned_skip = False
     try:
         if opts.workers > 1:
             pool = WorkerPool(cfg, opts.workers, logging.DEBUG if opts.verbose else logging.WARNING)
@@ -291,6 +292,13 @@ async def _fleet(
                     sys.stderr.write(
                         f"simulate: warning: falling behind the target ({stats.max_lag_s:.1f} s late): "
                         f"the devices cannot keep {opts.rate:g} msg/s here\n"
+                    )
+                if not warned_skip and stats.skipped > max(10, stats.sent // 100):
+                    warned_skip = True
+                    sys.stderr.write(
+                        f"simulate: warning: the hub is not acknowledging fast enough: {stats.skipped} send "
+                        f"slots skipped (devices at {cfg.max_pending} unacked sends); the target "
+                        f"{opts.rate:g} msg/s is out of reach for this hub\n"
                     )
                 progress.update(Snapshot(elapsed, stats, host.ingested() if host else None))
             # --- after the fleet: let the consumer catch up ------------------------------------

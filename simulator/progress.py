@@ -54,15 +54,22 @@ class Progress:
             return
         s = snap.stats
         if self._live is not None:
+            from rich import box
             from rich.table import Table
 
-            table = Table(title=f"simulate — target {self.rate_target:g} msg/s", title_justify="left")
-            cols = ["elapsed", "sent/s", "sent", "acked", "in flight", "failed", "retries", "reconnects"]
+            table = Table(
+                title=f"simulate — target {self.rate_target:g} msg/s",
+                title_justify="left",
+                box=box.SIMPLE_HEAD,
+                pad_edge=False,
+                collapse_padding=True,
+            )
+            cols = ["time", "sent/s", "sent", "acked", "pending", "failed", "retries", "reconn"]
             if snap.ingested is not None:
                 cols[5:5] = ["ingested", "lag"]
             for c in cols:
-                table.add_column(c, justify="right")
-            row = [f"{snap.elapsed:6.1f}s", f"{rate:7.1f}", str(s.sent), str(s.acked), str(s.inflight)]
+                table.add_column(c, justify="right", no_wrap=True, min_width=len(c))
+            row = [f"{snap.elapsed:.0f}s", f"{rate:.0f}", str(s.sent), str(s.acked), str(s.inflight)]
             if snap.ingested is not None:
                 row += [str(snap.ingested), str(max(0, s.acked - snap.ingested))]
             row += [str(s.failed), str(s.retries), str(s.reconnects)]
