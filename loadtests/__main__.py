@@ -30,7 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from enginehub.loadtests.stack import EmulatorProcess, IngestNode, IngestSettings, wait_all_owned
+from enginehub.harness.testing.processes import IngestNode
+from enginehub.loadtests.stack import IngestSettings, start_emulator, start_node, stop_node, wait_all_owned
 
 LOG = logging.getLogger("enginehub.loadtests")
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
@@ -94,12 +95,6 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--graceful-at", type=float, default=None, help="s into the load (default 60%%)")
     f.add_argument("--max-crash-takeover", type=float, default=10.0)
     f.add_argument("--max-graceful-takeover", type=float, default=3.0)
-    s = sub.add_parser("serve-eventhubs", help="(internal) run the emulator; prints its JSON line")
-    s.add_argument("--hub", default="eh1")
-    s.add_argument("--partitions", type=int, default=4)
-    s.add_argument("--consumer-group", action="append", default=[])
-    s.add_argument("--data-dir")
-    s.add_argument("--port", type=int, default=0)
     b = sub.add_parser("baseline-receive", help="(internal) one SDK receive-and-discard process")
     b.add_argument("--eventhub-connection-string", required=True)
     b.add_argument("--eventhub", default="eh1")
@@ -109,7 +104,20 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seconds", type=float, default=20.0)
     b.add_argument("--batch-size", type=int, default=500)
     b.add_argument("--prefetch", type=int, default=2000)
+    b.add_argument("--track-last-enqueued", action="store_true", help="as ingest does (lag metrics)")
     return parser
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """user+system CPU seconds of a live process (Linux /proc); None when unavailable."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _locust(
@@ -162,13 +170,24 @@ def _locust(
     limit = args.timeout or (args.duration + args.drain_timeout + 60)
     with open(workdir / "locust.log", "w") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, text=True)
-        try:
-            code = proc.wait(limit)
-        except subprocess.TimeoutExpired:
+        deadline = time.monotonic() + limit
+        status, usage = 0, None
+        while time.monotonic() < deadline:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            usage = None
+            time.sleep(0.2)
+        if usage is None:  # ran past the limit
             os.kill(proc.pid, 9)
-            proc.wait(10)
+            os.waitpid(proc.pid, 0)
             code = 124
+        else:
+            code = os.waitstatus_to_exitcode(status)
+        proc.returncode = code
     result: dict[str, Any] = {"locust_exit_code": code}
+    if usage is not None:
+        result["locust_cpu_s"] = round(usage.ru_utime + usage.ru_stime, 1)
     if report.exists():
         result.update(json.loads(report.read_text()))
     else:
@@ -240,14 +259,16 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         if args.eventhub_connection_string:
             cs = args.eventhub_connection_string
         else:
-            emulator = EmulatorProcess(workdir, args.eventhub, args.partitions, ("baseline",)).start()
+            try:
+                emulator = start_emulator(workdir, args.eventhub, args.partitions, ("baseline",))
+            except Exception as exc:
+                LOG.error("the Event Hubs emulator did not start: %s", exc)
+                return {}, 2
             cs = emulator.connection_string
         settings = IngestSettings(batch_size=args.ingest_batch_size, prefetch=args.ingest_prefetch)
         for i in range(args.consumer_nodes):
-            node = IngestNode(
-                workdir, f"node-{i}", cs, args.eventhub, f"sqlite:///{sink_db}", checkpoints, settings
-            )
-            nodes.append(node.start())
+            sink = f"sqlite:///{sink_db}"
+            nodes.append(start_node(workdir, f"node-{i}", cs, args.eventhub, sink, checkpoints, settings))
         live = {n.owner_id for n in nodes}
         try:
             seen = wait_all_owned(checkpoints, args.partitions, live, timeout=60)
@@ -267,12 +288,22 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
             min_rate = args.min_rate if args.min_rate is not None else args.target_rate * 0.95
             extra += ["--min-rate", str(min_rate)]
         t0 = time.monotonic()
+        watched = {n.owner_id: n.pid for n in nodes}
+        if emulator is not None:
+            watched["emulator"] = emulator.pid
+        cpu0 = {name: cpu_seconds(pid) for name, pid in watched.items()}
+        load0 = os.getloadavg()[0]
         result = _locust(args, workdir, cs, sink_db, extra)
+        cpu = {name: cpu_seconds(pid) for name, pid in watched.items()}
+        spent = {k: round(v - cpu0[k], 1) for k, v in cpu.items() if v is not None and cpu0[k] is not None}
+        spent["locust"] = result.pop("locust_cpu_s", None)
+        result["cpu_s"] = spent
+        result["load_average_1m"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
         LOG.info("load run took %.1f s; details: %s", time.monotonic() - t0, json.dumps(result, default=str))
         code = int(result.get("locust_exit_code", 1))
         for node in nodes:
-            rc = node.stop(30)
-            if node.proc is not None and rc not in (0, -9):
+            rc = stop_node(node, 30)
+            if rc not in (0, -9):
                 LOG.warning("%s exited with %s:\n%s", node.name, rc, node.log_tail(10))
         if failover:
             out = {k: result.get(k) for k in FAILOVER_KEYS}
@@ -295,21 +326,14 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         return out, code
     finally:
         for node in nodes:
-            node.stop(10)
+            stop_node(node, 10)
         if emulator is not None:
-            emulator.stop(10)
+            emulator.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.command == "serve-eventhubs":
-        import asyncio
-
-        from enginehub.loadtests.stack import serve_eventhubs
-
-        asyncio.run(serve_eventhubs(args.hub, args.partitions, args.consumer_group, args.data_dir, args.port))
-        return 0
     if args.command == "baseline-receive":
         from enginehub.loadtests.baseline import main as baseline_main
 

@@ -26,6 +26,7 @@ async def receive_and_discard(
     seconds: float,
     batch_size: int = 500,
     prefetch: int = 2000,
+    track_last_enqueued: bool = False,
 ) -> dict[str, Any]:
     from azure.eventhub.aio import EventHubConsumerClient
 
@@ -59,6 +60,7 @@ async def receive_and_discard(
                     max_batch_size=batch_size,
                     max_wait_time=0.5,
                     prefetch=prefetch,
+                    track_last_enqueued_event_properties=track_last_enqueued,
                 )
             )
             for p in partitions
@@ -90,6 +92,7 @@ def main(args: Any) -> int:
             args.seconds,
             args.batch_size,
             args.prefetch,
+            args.track_last_enqueued,
         )
     )
     print(json.dumps(result), flush=True)  # noqa: T201 - read by the runner

@@ -239,6 +239,7 @@ class Run:
     report: Report | None = None
     failures: list[str] = field(default_factory=list)
     result: dict[str, Any] = field(default_factory=dict)
+    producers: list[ProducerLoop] = field(default_factory=list)
     _users: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -252,7 +253,19 @@ class Run:
             return self._users - 1
 
     def new_producer(self, request_event: RequestEvent | None = None) -> ProducerLoop:
-        return ProducerLoop(self.opts, self.next_index(), self.produced, request_event)
+        loop = ProducerLoop(self.opts, self.next_index(), self.produced, request_event)
+        self.producers.append(loop)
+        return loop
+
+    def keep_running(self, run_time: float) -> bool:
+        """The shape's verdict: until ``--hold`` s have passed and every producer sent its share, or at
+        most ``--hold`` + max(5 s, 50 %): a producer that cannot keep up is cut off (fewer events, lower
+        rate)."""
+        opts = self.opts
+        if run_time < opts.hold:
+            return True
+        done = len(self.producers) >= opts.producers and all(p.done for p in self.producers)
+        return not done and run_time < opts.hold + max(5.0, opts.hold * 0.5)
 
     def start(self) -> None:
         self.started = time.time()
