@@ -146,6 +146,9 @@ class Faults:
                 raise RegistryError(f"{k} must be an integer >= 1 or null, not {v!r}")
             if k == "throttle_per_s" and v is not None and (not isinstance(v, int | float) or v <= 0):
                 raise RegistryError(f"throttle_per_s must be > 0 or null, not {v!r}")
+            if k == "enforce_token_expiry" and not isinstance(v, bool):
+                raise RegistryError(f"enforce_token_expiry must be true or false, not {v!r}")
+        for k, v in values.items():  # all valid: apply together
             setattr(self, k, v)
 
     def reset(self) -> None:
