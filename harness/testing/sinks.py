@@ -21,21 +21,29 @@ def sqlite_path(sink_url: str) -> str:
     return path[1:] if path.startswith("/") else path
 
 
-def count_rows(sink_url: str, table: str = DEFAULT_TABLE) -> int:
-    """Rows in ``table`` now (0 while it does not exist yet)."""
+def count_rows(sink_url: str, table: str = DEFAULT_TABLE, message_id_prefix: str = "") -> int:
+    """Rows in ``table`` now (0 while it does not exist yet); only ids ``mid:<prefix>...`` with a prefix."""
     try:
-        return len(_query(sink_url, f'SELECT id FROM "{table}"', table))
+        ids = _query(sink_url, f'SELECT id FROM "{table}"', table)
     except Exception:
         return 0
+    return (
+        sum(1 for (i,) in ids if i.startswith("mid:" + message_id_prefix)) if message_id_prefix else len(ids)
+    )
 
 
-def read_rows(sink_url: str, table: str = DEFAULT_TABLE) -> dict[str, dict[str, Any]]:
-    """``{id: {"payload", "message_id", "device_id", "partition_id", "sequence_number", "unit #", ...}}``."""
+def read_rows(
+    sink_url: str, table: str = DEFAULT_TABLE, message_id_prefix: str = ""
+) -> dict[str, dict[str, Any]]:
+    """``{id: {"payload", "message_id", "device_id", "partition_id", "sequence_number", "unit #", ...}}``;
+    with ``message_id_prefix``, only the rows whose message id starts with it (one run of a shared hub)."""
     cols = ", ".join(
         f'"{c}"' for c in ("id", "payload", "event_metadata", "partition_context", *VALUE_COLUMNS)
     )
     out: dict[str, dict[str, Any]] = {}
     for row in _query(sink_url, f'SELECT {cols} FROM "{table}"', table):
+        if message_id_prefix and not row[0].startswith("mid:" + message_id_prefix):
+            continue
         meta, ctx = _obj(row[2]), _obj(row[3])
         item: dict[str, Any] = {
             "payload": row[1],
