@@ -18,7 +18,8 @@ one condition, i.e. a global z-score), scaler fitted on train only, training lab
 its first row, evaluation at the last cycle of each test unit against the raw (uncapped) RUL_FD00x.
 
 Model: gradient-boosted trees (LightGBM) on summary features of each 30-cycle window (last value,
-short/long means, spread, slopes of every sensor; the cycle number; for multi-condition subsets the
+short/long and exponentially weighted means, spread, slopes over 5-30 cycles, curvature of every sensor;
+the cycle number; for multi-condition subsets the
 cycles spent so far in each condition, as Babu et al. 2016), averaged over a few seeds. CPU only.
 """
 
@@ -104,17 +105,45 @@ def condition_history(frame: pd.DataFrame) -> np.ndarray:
 # -- window features -------------------------------------------------------------------------------------
 
 
+#: Per-sensor window summaries computed by :func:`window_features`, in block order.
+WINDOW_FEATURES: tuple[str, ...] = (
+    "last",
+    "mean5",
+    "mean10",
+    "mean",
+    "std",
+    "min",
+    "max",
+    "ewm0.1",
+    "ewm0.3",
+    "slope5",
+    "slope10",
+    "slope20",
+    "slope",
+    "curvature",
+)
+
+
 def window_features(x: np.ndarray) -> np.ndarray:
-    """Summary features of windows ``x`` (n, W, F): per sensor the last value, the means of the last 5,
-    10 and all W cycles, the std, min and max, and the least-squares slopes over the last 10 and all W."""
-    n, w, _ = x.shape
+    """Summary features of windows ``x`` (n, W, F): one block of F columns per name of
+    :data:`WINDOW_FEATURES` — the last value, the means of the last 5, 10 and all W cycles, std, min, max,
+    exponentially weighted means (alpha 0.1 and 0.3, the latest cycle weighing most), least-squares
+    slopes over the last 5, 10, 20 and all W cycles, and the quadratic (curvature) coefficient."""
+    _, w, _ = x.shape
     parts = [x[:, -1, :], x[:, -5:, :].mean(axis=1), x[:, -10:, :].mean(axis=1), x.mean(axis=1)]
     parts += [x.std(axis=1), x.min(axis=1), x.max(axis=1)]
-    for span in (min(10, w), w):
+    for alpha in (0.1, 0.3):
+        weights = (1.0 - alpha) ** np.arange(w, dtype="float64")[::-1]
+        parts.append(np.einsum("t,ntf->nf", weights / weights.sum(), x))
+    for span in (5, 10, 20, w):
+        span = min(span, w)
         t = np.arange(span, dtype="float64")
         t -= t.mean()
         denom = float((t * t).sum()) or 1.0
         parts.append(np.einsum("t,ntf->nf", t, x[:, -span:, :]) / denom)
+    t = np.linspace(-1.0, 1.0, w)
+    q = t * t - (t * t).mean()
+    parts.append(np.einsum("t,ntf->nf", q, x) / (float((q * q).sum()) or 1.0))
     return np.concatenate(parts, axis=1)
 
 

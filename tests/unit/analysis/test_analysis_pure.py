@@ -167,10 +167,19 @@ def test_condition_history_counts_cycles_per_condition_per_unit() -> None:
 
 def test_window_features_slopes_and_last_values() -> None:
     t = np.arange(30, dtype="float64")
-    x = np.stack([np.stack([2.0 * t + 5.0, np.full(30, 7.0)], axis=1)])  # (1, 30, 2)
+    x = np.stack([np.stack([2.0 * t + 5.0, np.full(30, 7.0), (t - 14.5) ** 2], axis=1)])  # (1, 30, 3)
     feats = rul.window_features(x)
-    assert feats.shape == (1, 9 * 2)
-    last, slope_all = feats[0, 0:2], feats[0, 16:18]
-    assert list(last) == [63.0, 7.0]
-    assert slope_all == pytest.approx([2.0, 0.0])
-    assert feats[0, 14:16] == pytest.approx([2.0, 0.0])  # slope over the last 10 cycles
+    assert feats.shape == (1, len(rul.WINDOW_FEATURES) * 3)
+
+    def block(name: str) -> np.ndarray:
+        i = rul.WINDOW_FEATURES.index(name)
+        return feats[0, 3 * i : 3 * i + 3]
+
+    assert list(block("last")[:2]) == [63.0, 7.0]
+    assert block("mean5")[0] == pytest.approx(59.0)
+    for name in ("slope5", "slope10", "slope20", "slope"):
+        assert block(name)[:2] == pytest.approx([2.0, 0.0])
+    assert block("std")[1] == 0.0 and block("min")[0] == 5.0 and block("max")[0] == 63.0
+    assert 45.0 < block("ewm0.1")[0] < block("ewm0.3")[0] < 63.0  # recent cycles weigh more
+    assert block("curvature")[:2] == pytest.approx([0.0, 0.0], abs=1e-9)
+    assert block("curvature")[2] > 0  # a parabola opening upwards
