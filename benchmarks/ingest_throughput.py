@@ -188,6 +188,7 @@ def main() -> None:
     rates: dict[str, list[float]] = {k: [] for k in names}
     startup: dict[str, list[float]] = {k: [] for k in names}
     cpu: dict[str, list[float]] = {k: [] for k in names}
+    cpu_us: dict[str, list[float]] = {k: [] for k in names}
     try:
         cs = out.get(timeout=60)
         items = [
@@ -211,7 +212,9 @@ def main() -> None:
                         n, coro = args.naive_events, naive(cs, args.naive_events, work, args.timeout, group)
                     c0 = time.process_time()
                     total, steady = asyncio.run(coro)
-                    cpu[name].append((time.process_time() - c0) / total)
+                    cpu_s = time.process_time() - c0
+                    cpu[name].append(cpu_s / total)
+                    cpu_us[name].append(cpu_s / n * 1e6)
                     rates[name].append(n / steady)
                     startup[name].append(total - steady)
                 round_rates = ", ".join(f"{k} {v[-1]:.0f}/s" for k, v in rates.items())
@@ -230,9 +233,10 @@ def main() -> None:
         "naive": "naive 1 INSERT per event    ",
     }
     for k, label in labels.items():
-        up, load = statistics.median(startup[k]), statistics.median(cpu[k])
+        up, load, us = statistics.median(startup[k]), statistics.median(cpu[k]), statistics.median(cpu_us[k])
         print(
-            f"{label} : {med[k]:8.0f} events/s (median; start-up {up:.2f} s; consumer-process CPU {load:.0%})"
+            f"{label} : {med[k]:8.0f} events/s (median; start-up {up:.2f} s; "
+            f"consumer-process CPU {load:.0%}, {us:.0f} CPU-us/event incl. start-up)"
         )
     print(f"ratio consumer / bare SDK    : {med['ingest'] / med['bare']:.2f} (target >= 0.85)")
     print(f"ratio consumer / naive       : {med['ingest'] / med['naive']:.1f} (target >= 10)")
@@ -247,6 +251,7 @@ def main() -> None:
                 "naive_events_per_s": round(med["naive"]),
                 "ratio_vs_bare": round(med["ingest"] / med["bare"], 3),
                 "ratio_vs_naive": round(med["ingest"] / med["naive"], 2),
+                "cpu_us_per_event": {k: round(statistics.median(v)) for k, v in cpu_us.items()},
             }
         )
     )
