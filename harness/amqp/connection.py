@@ -63,6 +63,7 @@ _FRAME_HDR = struct.Struct(">IBBH").pack
 MAX_DELIVERY_BYTES = 64 * 1024 * 1024  # hard cap on one reassembled incoming delivery
 DEFAULT_WINDOW = 5000
 DEFAULT_LINK_CREDIT = 1000
+FLUSH_BYTES = 256 * 1024  # buffered output handed to the transport at once (then flow control applies)
 
 
 class ConnectionHandler:
@@ -383,6 +384,7 @@ class AMQPConnection(asyncio.Protocol):
         self._sasl_done = False
         self._parser = FrameParser(self.max_frame_size)
         self._out: list[bytes] = []
+        self._out_size = 0
         self._flush_scheduled = False
         self._open_sent = False
         self._close_sent = False
@@ -435,12 +437,16 @@ class AMQPConnection(asyncio.Protocol):
     # ------------------------------------------------------------------ output
     def write(self, data: bytes) -> None:
         self._out.append(data)
-        if not self._flush_scheduled:
+        self._out_size += len(data)
+        if self._out_size >= FLUSH_BYTES:
+            self.flush()  # hand big output to the transport now: pause_writing can stop the producer
+        elif not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self.flush)
 
     def flush(self) -> None:
         self._flush_scheduled = False
+        self._out_size = 0
         if self._out and self.transport is not None and not self.transport.is_closing():
             self.transport.write(b"".join(self._out))
         self._out.clear()

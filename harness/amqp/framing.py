@@ -44,32 +44,37 @@ def encode_frame(channel: int, body: bytes, frame_type: int = FRAME_AMQP) -> byt
 class FrameParser:
     """Incremental frame splitter. ``feed(data)`` then iterate ``frames()``."""
 
-    __slots__ = ("_buf", "max_frame_size")
+    __slots__ = ("_buf", "_pos", "max_frame_size")
 
     def __init__(self, max_frame_size: int) -> None:
         self._buf = bytearray()
+        self._pos = 0  # consumed bytes at the front of _buf (compacted on feed)
         self.max_frame_size = max_frame_size
 
     def feed(self, data: bytes) -> None:
+        if self._pos:
+            del self._buf[: self._pos]
+            self._pos = 0
         self._buf += data
 
     def take(self, n: int) -> bytes | None:
         """Take ``n`` raw bytes (protocol headers) if available."""
-        if len(self._buf) < n:
+        if len(self._buf) - self._pos < n:
             return None
-        out = bytes(self._buf[:n])
-        del self._buf[:n]
+        out = bytes(self._buf[self._pos : self._pos + n])
+        self._pos += n
         return out
 
     @property
     def buffered(self) -> int:
-        return len(self._buf)
+        return len(self._buf) - self._pos
 
     def next_frame(self) -> Frame | None:
         buf = self._buf
-        if len(buf) < 8:
+        pos = self._pos
+        if len(buf) - pos < 8:
             return None
-        size, doff, ftype, channel = _HDR.unpack_from(buf, 0)
+        size, doff, ftype, channel = _HDR.unpack_from(buf, pos)
         if size < 8:
             raise FramingError(f"frame size {size} is smaller than the 8-byte header")
         if size > self.max_frame_size:
@@ -78,10 +83,10 @@ class FrameParser:
             )
         if doff < 2 or doff * 4 > size:
             raise FramingError(f"invalid data offset {doff} for a frame of {size} bytes")
-        if len(buf) < size:
+        if len(buf) - pos < size:
             return None
-        body = bytes(buf[doff * 4 : size])
-        del buf[:size]
+        body = bytes(buf[pos + doff * 4 : pos + size])
+        self._pos = pos + size
         return Frame(ftype, channel, body)
 
     def frames(self) -> Iterator[Frame]:
