@@ -132,6 +132,7 @@ class DevicePolicy:
     connect_attempts: int = 6
     backoff_base: float = 0.25
     backoff_cap: float = 8.0
+    timeouts_before_reconnect: int = 2
 
 
 class ResilientDevice:
@@ -165,6 +166,7 @@ class ResilientDevice:
         self.pending = 0
         self.acked = 0
         self.ever_connected = False
+        self._timeouts_in_row = 0
 
     def backoff(self, attempt: int) -> float:
         """Seconds before reconnect attempt `attempt` (1-based): exponential, capped, jitter x0.5..1.5."""
@@ -214,15 +216,21 @@ class ResilientDevice:
                 try:
                     await asyncio.wait_for(self.client.send(message), self.policy.send_timeout)
                 except TimeoutError:
-                    # no PUBACK in time: the connection may be half-dead; the message may still have
-                    # arrived, so the re-send keeps its id
+                    # no PUBACK in time: the message may still have arrived, so the re-send keeps its id.
+                    # One timeout: re-send on the same connection (a lost PUBACK); a second in a row:
+                    # the connection is presumed half-dead, reconnect (that cancels the device's other
+                    # in-flight sends, which re-send too -- so not on the first timeout)
                     self.stats.timeouts += 1
-                    await self._drop(generation)
+                    self._timeouts_in_row += 1
+                    if self._timeouts_in_row >= self.policy.timeouts_before_reconnect:
+                        self._timeouts_in_row = 0
+                        await self._drop(generation)
                 except self._transient as exc:
                     LOG.debug("send %s from %s failed: %s", message.message_id, self.device_id, _why(exc))
                     self._broken(generation)
                 else:
                     self.acked += 1
+                    self._timeouts_in_row = 0
                     return True
             return False
         finally:

@@ -38,7 +38,7 @@ class FakeHub:
         self.received: list[tuple[str, OutMessage]] = []
         self.connects: Counter[str] = Counter()
         self.lose_ack: set[str] = set()  # message ids whose first PUBACK is lost (connection drops)
-        self.hang: set[str] = set()  # message ids whose first send never completes
+        self.hang: Counter[str] = Counter()  # message id -> how many of its sends never complete
         self.refuse: bool = False
         self.unreachable: bool = False
 
@@ -63,8 +63,8 @@ class FakeClient:
         if not self.connected:
             raise sdk.NoConnectionError("not connected")
         await asyncio.sleep(0)
-        if message.message_id in self.hub.hang:
-            self.hub.hang.discard(message.message_id)
+        if self.hub.hang[message.message_id] > 0:
+            self.hub.hang[message.message_id] -= 1
             await asyncio.Event().wait()
         self.hub.received.append((self.device_id, message))
         if message.message_id in self.hub.lose_ack:
@@ -126,12 +126,22 @@ async def test_lost_puback_reconnects_and_resends_with_the_same_id() -> None:
 
 async def test_a_send_without_puback_times_out_and_is_resent() -> None:
     hub, clock = FakeHub(), FakeClock()
-    hub.hang = {"t-2-3"}
-    policy = DevicePolicy(send_timeout=0.01)
+    hub.hang = Counter({"t-2-3": 1})
+    policy = DevicePolicy(send_timeout=0.2)  # real time: a hung send costs 0.2 s
     stats = await _runner(hub, clock, devices=2, rate=10.0, duration=2.0, policy=policy).run()
     assert stats.timeouts == 1 and stats.retries == 1 and stats.failed == 0
     assert [m.message_id for _, m in hub.received].count("t-2-3") == 1
     assert stats.acked == stats.sent
+    assert stats.reconnects == 0 and hub.connects["engine-0002"] == 1  # one lost PUBACK: same connection
+
+
+async def test_two_timeouts_in_a_row_reconnect_the_device() -> None:
+    hub, clock = FakeHub(), FakeClock()
+    hub.hang = Counter({"t-2-3": 2})  # the re-send hangs as well
+    policy = DevicePolicy(send_timeout=0.2)  # real time: a hung send costs 0.2 s
+    stats = await _runner(hub, clock, devices=2, rate=10.0, duration=2.0, policy=policy).run()
+    assert stats.timeouts == 2 and stats.reconnects == 1 and hub.connects["engine-0002"] == 2
+    assert stats.failed == 0 and stats.acked == stats.sent
 
 
 async def test_refused_credentials_are_fatal_and_nothing_is_sent() -> None:
