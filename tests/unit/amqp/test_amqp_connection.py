@@ -331,3 +331,31 @@ async def test_heartbeats_are_sent_at_half_the_peer_idle_timeout() -> None:
         await asyncio.sleep(0.01)
     assert bytes(transport.data[:8]) == b"\x00\x00\x00\x08\x02\x00\x00\x00"
     conn.close()
+
+
+async def test_transport_backpressure_stops_sending_until_resumed() -> None:
+    class Writable(Recorder):
+        resumed = 0
+
+        def on_writable(self) -> None:
+            self.resumed += 1
+
+    handler = Writable()
+    conn, transport = connect(handler, receiver_attach())
+    conn.data_received(f(Flow(0, 65536, 0, 65536, 0, 0, 10_000, None, None, None, None)))
+    link = handler.links[0]
+    original_write = transport.write
+
+    def write(data: Any) -> None:  # a transport whose buffer is full past 300 kB
+        original_write(data)
+        if len(transport.data) > 300_000 and not conn.write_paused:
+            conn.pause_writing()
+
+    transport.write = write  # type: ignore[method-assign]
+    sent = 0
+    while link.can_send and sent < 1000:
+        link.send(b"x" * 10_000)
+        sent += 1
+    assert sent < 100 and conn.write_paused  # ~300 kB, not 10 MB, were produced
+    conn.resume_writing()
+    assert link.can_send and handler.resumed == 1
