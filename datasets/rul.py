@@ -213,7 +213,12 @@ class RulModel:
         self.models: list[object] = []
 
     def fit(self, train: pd.DataFrame) -> RulModel:
-        import lightgbm as lgb  # the model library of the analysis extra
+        try:
+            import lightgbm as lgb  # the model library of the analysis extra
+        except ImportError as exc:
+            raise analysis.AnalysisError(
+                "the RUL model needs lightgbm: pip install 'enginehub[analysis]' (or pip install lightgbm)"
+            ) from exc
 
         cfg = self.config
         self.multi_condition = len(np.unique(operating_conditions(train))) > 1

@@ -15,13 +15,17 @@ import pytest
 np = pytest.importorskip("numpy")
 pytest.importorskip("pandas")
 pytest.importorskip("matplotlib")
-pytest.importorskip("lightgbm", reason="the RUL model needs lightgbm (analysis extra)")
 
 from enginehub.datasets import analysis, cmapss, rul  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
 SMOKE = ("--train-units", "25", "--seeds", "1", "--estimators", "80")
+
+
+@pytest.fixture
+def lightgbm() -> None:
+    pytest.importorskip("lightgbm", reason="the RUL model needs lightgbm (analysis extra)")
 
 
 def run(module: str, *args: str, cmapss_dir: Path) -> subprocess.CompletedProcess[str]:
@@ -40,7 +44,7 @@ def json_lines(stdout: str) -> list[dict]:
     return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
 
 
-def test_rul_cli_smoke_training_beats_the_best_constant(cmapss_dir: Path) -> None:
+def test_rul_cli_smoke_training_beats_the_best_constant(cmapss_dir: Path, lightgbm: None) -> None:
     proc = run("enginehub.datasets.rul", "--subset", "FD001", "--json", *SMOKE, cmapss_dir=cmapss_dir)
     assert proc.returncode == 0, proc.stderr
     (out,) = json_lines(proc.stdout)
@@ -56,7 +60,9 @@ def test_rul_cli_smoke_training_beats_the_best_constant(cmapss_dir: Path) -> Non
     assert out["seconds"] > 0
 
 
-def test_rul_cli_reads_train_and_test_rows_from_the_sink(tmp_path: Path, cmapss_dir: Path) -> None:
+def test_rul_cli_reads_train_and_test_rows_from_the_sink(
+    tmp_path: Path, cmapss_dir: Path, lightgbm: None
+) -> None:
     db = tmp_path / "sink.db"
     sink = analysis.sqlite_url(db)
     train_table, test_table = rul.table_names("FD001")
