@@ -120,3 +120,19 @@ def test_plot_cli_reports_a_unit_that_is_not_in_the_sink(tmp_path: Path, cmapss_
     assert proc.returncode == 2
     assert "no rows for unit 77" in proc.stderr
     assert not png.exists()
+
+
+def test_rul_cli_all_prints_one_json_line_per_subset(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seen: list[tuple[str, str]] = []
+
+    def fake_evaluate(subset: str, sink: str, **kwargs: object) -> dict[str, object]:
+        seen.append((subset, sink))
+        return {"subset": subset, "rmse": 1.0, "score": 2.0, "train_rows": 3, "test_units": 4, "seconds": 0.1}
+
+    monkeypatch.setattr(rul, "evaluate", fake_evaluate)
+    assert rul.main(["--subset", "all", "--json"]) == 0
+    lines = json_lines(capsys.readouterr().out)
+    assert [line["subset"] for line in lines] == ["FD001", "FD002", "FD003", "FD004"]
+    assert len({sink for _, sink in seen}) == 1 and seen[0][1].startswith("sqlite:///")  # one embedded db
