@@ -152,3 +152,31 @@ async def test_fault_options_reach_the_hub(hub) -> None:
     }
     assert len(bad) == s["malformed"] > 0
     assert s["disconnects"] > 0 and s["reconnects"] >= s["disconnects"] and s["failed"] == 0
+
+
+async def test_devices_file_of_connection_strings(hub, tmp_path) -> None:
+    from enginehub.simulator.credentials import HubTarget, write_devices_file
+
+    emu, router = hub
+    f = tmp_path / "devices.txt"
+    write_devices_file(f, HubTarget(emu.hostname, emu.registry.group_key, emu.gateway_host).devices(3))
+    code, out, err = await _simulate(
+        [
+            "--devices-file",
+            str(f),
+            "--ca-cert",
+            str(emu.ca_cert_path),
+            "--units",
+            "2",
+            "--rate",
+            "20",
+            "--duration",
+            "1",
+            "--json",
+            "--no-progress",
+        ]  # fmt: skip
+    )
+    assert code == 0, err
+    s = json.loads(out.strip().splitlines()[-1])
+    assert s["acked"] == s["sent"] == len(router.messages) > 0 and s["self_hosted"] is False
+    assert {t.device_id for t in router.messages} == {"engine-0001", "engine-0002"}
