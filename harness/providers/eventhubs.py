@@ -131,7 +131,8 @@ class LocalEventHubs:
 
 
 # ---------------------------------------------------------------------------------------------- process
-# The child: our emulator, SIGTERM/SIGINT -> clean stop; one JSON line on stdout once it accepts connections.
+# Fallback child for builds without ``harness eventhubs``: our emulator, SIGTERM/SIGINT -> clean stop; one
+# JSON line on stdout once it accepts connections.
 _CHILD = r"""
 import asyncio, json, os, signal, sys
 from enginehub.harness.eventhubs.config import load_config
@@ -208,11 +209,21 @@ class EventHubsProcess:
     def namespace(self) -> EventHubsNamespace:
         return EventHubsNamespace("process", self.connection_string, self.hubs, self.partitions)
 
+    def command(self) -> list[str]:
+        """``harness eventhubs`` (the server-mode CLI) when this build has it, else a minimal bootstrap."""
+        import importlib.util
+
+        if importlib.util.find_spec("enginehub.harness.eventhubs.cli") is not None:
+            cmd = [sys.executable, "-m", "enginehub.harness", "eventhubs", "--config", str(self.config_path)]
+            cmd += ["--host", self.host, "--port", str(self.port), "--http-port", "-1"]
+            return cmd + (["--data-dir", str(self.data_dir)] if self.data_dir else [])
+        return [sys.executable, "-c", _CHILD, str(self.config_path), str(self.data_dir or ""), self.host,
+                str(self.port)]  # fmt: skip
+
     def start(self) -> EventHubsNamespace:
         if self.running:
             raise RuntimeError("the emulator process is already running")
-        cmd = [sys.executable, "-c", _CHILD, str(self.config_path), str(self.data_dir or ""), self.host,
-               str(self.port)]  # fmt: skip
+        cmd = self.command()
         self._log = open(self.log_path, "a")  # noqa: SIM115 - closed in _reap
         self._proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.DEVNULL, text=True
