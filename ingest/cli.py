@@ -158,7 +158,7 @@ async def _amain(args: argparse.Namespace) -> int:
         owner_id=args.owner_id,
         starting_position=_starting_position(args.starting_position),
         drain_timeout=args.drain_timeout,
-        sink_threads=1 if args.sink.startswith("sqlite") else 4,
+        sink_threads=1,  # one group-commit writer at a time
     )
     rules = load_rules(args.rules, default_table=args.table)
     sink = open_sink(args.sink)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from enginehub.ingest.metrics import Metrics
-from enginehub.ingest.model import EventRecord, jsonable
+from enginehub.ingest.model import DeadLetter, EventRecord, jsonable
 from enginehub.ingest.rules import RuleSet, route_batch
 from enginehub.ingest.sinks.base import Sink
 from enginehub.ingest.writer import ConfirmingWriter
@@ -152,6 +152,41 @@ def to_record(event: Any, eventhub: str, consumer_group: str, partition_id: str)
     )
 
 
+def read_events(
+    events: list[Any], eventhub: str, consumer_group: str, partition_id: str
+) -> tuple[list[EventRecord], list[DeadLetter]]:
+    """``to_record`` for a batch; an event the SDK object cannot be read from (unexpected body type,
+    broken properties) becomes a dead letter with the reason instead of failing the whole partition."""
+    records: list[EventRecord] = []
+    dead: list[DeadLetter] = []
+    for event in events:
+        try:
+            records.append(to_record(event, eventhub, consumer_group, partition_id))
+        except Exception as exc:
+            seq_value = getattr(event, "sequence_number", None)
+            seq = int(seq_value) if isinstance(seq_value, int) else -1
+            try:
+                raw = _body_bytes(event)
+            except Exception:
+                raw = repr(getattr(event, "body", b""))[:4096].encode("utf-8", "replace")
+            LOG.warning("partition %s: event %d unreadable (%r): dead-lettered", partition_id, seq, exc)
+            dead.append(
+                DeadLetter(
+                    key=f"seq:{partition_id}:{seq}",
+                    table="",
+                    eventhub=eventhub,
+                    consumer_group=consumer_group,
+                    partition_id=partition_id,
+                    sequence_number=seq,
+                    offset=str(getattr(event, "offset", "")),
+                    enqueued_time=None,
+                    reason=f"unreadable event: {type(exc).__name__}: {exc}",
+                    raw=raw,
+                )
+            )
+    return records, dead
+
+
 class IngestConsumer:
     """``await consumer.run()`` until ``request_stop()``; returns 0 when every in-flight batch was
     written and checkpointed, 3 when the drain timed out (nothing lost: unconfirmed batches are simply not
@@ -218,9 +253,10 @@ class IngestConsumer:
         started = time.monotonic()
         try:
             eventhub = ctx.eventhub_name
-            records = [to_record(e, eventhub, ctx.consumer_group, pid) for e in events]
+            records, unreadable = read_events(events, eventhub, ctx.consumer_group, pid)
             routed = route_batch(records, self.rules)
-            self.metrics.events += len(records)
+            routed.dead_letters.extend(unreadable)
+            self.metrics.events += len(events)
             if routed.unmatched:
                 self.metrics.unmatched += routed.unmatched
                 LOG.warning(
@@ -234,14 +270,14 @@ class IngestConsumer:
                 LOG.warning(
                     "partition %s: batch %d..%d not confirmed before shutdown; not checkpointed",
                     pid,
-                    records[0].sequence_number,
-                    records[-1].sequence_number,
+                    events[0].sequence_number,
+                    events[-1].sequence_number,
                 )
                 return
             try:
                 await ctx.update_checkpoint(events[-1])
                 state = self.metrics.partition(pid)
-                state.last_sequence = records[-1].sequence_number
+                state.last_sequence = int(events[-1].sequence_number)
                 state.checkpoints += 1
             except Exception as exc:  # next batch's checkpoint covers this one; rows are idempotent
                 self.metrics.checkpoint_errors += 1

@@ -247,3 +247,22 @@ def test_to_record_reads_a_real_sdk_event_data() -> None:
     assert rec.enqueued_time == dt.datetime(2023, 11, 14, 22, 13, 20, tzinfo=dt.UTC)
     assert rec.properties == {"fleet": "A"}
     assert rec.system_properties == {"iothub-connection-device-id": "engine-3", "correlation-id": "c1"}
+
+
+async def test_an_unreadable_event_is_dead_lettered_not_fatal() -> None:
+    class Broken(FakeEvent):
+        @property
+        def enqueued_time(self):  # type: ignore[override]
+            raise ValueError("bad x-opt-enqueued-time")
+
+        @enqueued_time.setter
+        def enqueued_time(self, value) -> None:
+            pass
+
+    sink, ctx = MemorySink(), FakeContext()
+    consumer = _consumer(sink)
+    await consumer._on_batch(ctx, [Broken(0, b"first"), *_events(1, 2), Broken(3, b"raw-bytes")])
+    assert sink.count(DEFAULT_TABLE) == 2 and ctx.checkpoints == [3]
+    got = sorted((d.sequence_number, d.raw, d.key) for d in sink.dead_letters)
+    assert got == [(0, b"first", "seq:0:0"), (3, b"raw-bytes", "seq:0:3")]
+    assert all("bad x-opt-enqueued-time" in d.reason for d in sink.dead_letters)
