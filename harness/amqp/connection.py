@@ -10,7 +10,7 @@ channels the peer has already ended are ignored; transfers pipelined on a link w
 Bad input (garbage, wrong protocol header, oversize frame, unknown performative, unknown channel/handle)
 ends only this connection, with a CLOSE carrying the AMQP error when the protocol state allows.
 
-Not implemented (not used by the Azure SDKs): drain mode, resuming deliveries, unsettled-map recovery,
+Not implemented (not used by the Azure SDKs): resuming deliveries, unsettled-map recovery,
 transactions, outgoing flow ``available``.
 """
 
@@ -135,6 +135,7 @@ class Link:
         "_partial_meta",
         "_partial_size",
         "_transfer_prefix",
+        "drain",
     )
 
     def __init__(self, session: Session, handle: int, attach: Attach) -> None:
@@ -160,6 +161,7 @@ class Link:
         self._partial_meta: Transfer | None = None
         self._partial_size = 0
         self._transfer_prefix = b""
+        self.drain = False  # the peer asked us to use up or give back its credit (flow drain=true)
 
     @property
     def connection(self) -> AMQPConnection:
@@ -235,6 +237,19 @@ class Link:
     def _make_prefix(self) -> bytes:
         self._transfer_prefix = encode_uint(self.handle)
         return self._transfer_prefix
+
+    def finish_drain(self) -> None:
+        """(We send) nothing more to send: consume the remaining credit and tell the peer (drain reply)."""
+        if not self.drain or self.detached:
+            return
+        self.drain = False
+        self.delivery_count = (self.delivery_count + self.credit) & 0xFFFFFFFF
+        self.credit = 0
+        ni, iw, no, ow = self.session.flow_fields()
+        self.connection.send_performative(
+            self.session.channel,
+            Flow(ni, iw, no, ow, self.handle, self.delivery_count, 0, 0, True, False, None),
+        )
 
     def grant(self, credit: int) -> None:
         """(We receive) grant ``credit`` to the peer's sender."""
@@ -787,10 +802,13 @@ class AMQPConnection(asyncio.Protocol):
             peer_count = frame.delivery_count if frame.delivery_count is not None else 0
             credit = (peer_count + (frame.link_credit or 0) - link.delivery_count) & 0xFFFFFFFF
             link.credit = credit if credit < 0x80000000 else 0
+            link.drain = bool(frame.drain)
             if frame.echo:
                 session.send_flow(link)
             if link.credit > 0:
                 self.handler.on_credit(link)
+            elif link.drain:
+                link.finish_drain()
         elif frame.echo:
             session.send_flow(link)
 

@@ -126,6 +126,9 @@ class Consumer:
                 if self.next_seq < begin:
                     self.next_seq = begin
                 events = partition.read(self.next_seq, min(link.credit, READ_BATCH))
+                if not events and link.drain:
+                    link.finish_drain()  # nothing available: give the peer's credit back now
+                    continue
                 if not events:
                     self.wake.clear()
                     waiter = asyncio.ensure_future(partition.wait_for(self.next_seq, 60.0))
@@ -308,6 +311,8 @@ class EventHubsHandler(ConnectionHandler):
             queue = self._reply_queue[id(link)]
             while queue and link.can_send:
                 link.send(queue.popleft())
+            if not queue:
+                link.finish_drain()
 
     # ----------------------------------------------------------------- messages
     def on_message(self, link: Link, delivery: Delivery) -> Any:

@@ -7,8 +7,8 @@ namespace-level connection string with ``UseDevelopmentEmulator=true``; ``connec
 adds ``EntityPath``.
 
 Limitations (documented, not bugs): no TLS/WebSocket transport (``UseDevelopmentEmulator=true`` means
-plain AMQP on the given port), JWT (Entra ID) tokens are refused, $management supports READ only, drain
-mode is not implemented, Kafka is not spoken.
+plain AMQP on the given port), JWT (Entra ID) tokens are refused, $management supports READ only, Kafka is
+not spoken.
 """
 
 from __future__ import annotations

@@ -275,3 +275,24 @@ def test_a_dropped_connection_releases_its_receivers(eh: Running) -> None:
     client.sock.close()  # no DETACH, no CLOSE
     poll(lambda: eh.receivers() == 0 and not eh.thread.call(lambda: len(eh.emulator.connections)), 10,
          "the emulator to drop the receiver of a vanished connection")  # fmt: skip
+
+
+def test_raw_consumer_drain_on_an_empty_partition_returns_the_credit(eh: Running) -> None:
+    from enginehub.harness.amqp.performatives import Flow
+
+    port = eh.emulator.port
+    client = RawClient(port)
+    try:
+        client.handshake()
+        authenticate(client, eh, "/eh1/consumergroups/$default")
+        source = Source(f"amqps://127.0.0.1:{port}/eh1/ConsumerGroups/$Default/Partitions/3")
+        client.perf(1, Attach("c", 2, True, 0, 0, source, Target("c"), None, None, None, 0, None, None, None))
+        client.expect_frames(lambda ps: any(isinstance(p, Attach) for p in ps))
+        client.perf(1, Flow(1, 1000, 1, 1000, 2, 0, 50, None, True, None, None))
+        frames = client.expect_frames(
+            lambda ps: any(isinstance(p, Flow) and p.handle is not None for p in ps)
+        )
+        flow = next(p for p in frames if isinstance(p, Flow) and p.handle is not None)
+        assert flow.drain is True and flow.link_credit == 0 and flow.delivery_count == 50
+    finally:
+        client.close()

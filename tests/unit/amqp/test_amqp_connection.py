@@ -359,3 +359,18 @@ async def test_transport_backpressure_stops_sending_until_resumed() -> None:
     assert sent < 100 and conn.write_paused  # ~300 kB, not 10 MB, were produced
     conn.resume_writing()
     assert link.can_send and handler.resumed == 1
+
+
+async def test_drain_gives_back_unused_credit() -> None:
+    handler = Recorder()
+    conn, transport = connect(handler, receiver_attach())
+    link = handler.links[0]
+    conn.data_received(f(Flow(0, 65536, 0, 65536, 0, 0, 5, None, True, None, None)))
+    assert link.drain and link.credit == 5
+    link.send(b"one")
+    transport.data.clear()
+    link.finish_drain()
+    conn.flush()
+    (flow,) = [p for p in perfs(bytes(transport.data)) if isinstance(p, Flow)]
+    assert flow.drain is True and flow.link_credit == 0 and flow.delivery_count == 5
+    assert link.credit == 0 and not link.drain
