@@ -25,6 +25,12 @@ def test_properties_and_partition_properties(eh: Running) -> None:
         assert part["is_empty"] is False and part["last_enqueued_sequence_number"] == 0
         assert part["last_enqueued_offset"] == "0"
         assert part["last_enqueued_time_utc"].year >= 2024
+    # the SDK opens a connection per operation: all of them are gone once the client closed
+    poll(
+        lambda: eh.thread.call(lambda: len(eh.emulator.connections)) == 0,
+        10,
+        "every connection to be released",
+    )
 
 
 def test_batch_single_key_and_properties_round_trip(eh: Running) -> None:
