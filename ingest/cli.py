@@ -210,6 +210,15 @@ def main(argv: list[str] | None = None) -> int:
     if "EntityPath=" not in args.eventhub_connection_string and not args.eventhub:
         parser.error("--eventhub is required when the connection string has no EntityPath")
     try:
+        from enginehub.ingest.consumer import ConsumerOptions
+
+        ConsumerOptions(
+            batch_size=args.batch_size,
+            batch_wait=args.batch_wait,
+            prefetch=args.prefetch,
+            load_balancing_interval=args.load_balancing_interval,
+            ownership_expiry=args.ownership_expiry,
+        ).validate()
         _starting_position(args.starting_position)
         load_rules(args.rules, default_table=args.table)
         open_sink(args.sink)

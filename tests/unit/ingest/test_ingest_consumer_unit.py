@@ -187,6 +187,8 @@ def test_prometheus_text() -> None:
         ),
         (["--eventhub-connection-string", "X;EntityPath=e", "--checkpoint-container", "c"], "go together"),
         (["--eventhub-connection-string", "X;EntityPath=e", "--rules", "/nonexistent.toml"], "not found"),
+        (["--eventhub-connection-string", "X;EntityPath=e", "--ownership-expiry", "1"], "ownership expiry"),
+        (["--eventhub-connection-string", "X;EntityPath=e", "--batch-size", "0"], "batch size"),
     ],
 )
 def test_cli_rejects_bad_arguments_clearly(argv, message, capsys, monkeypatch) -> None:
