@@ -300,7 +300,7 @@ async def _fleet(
                         f"slots skipped (devices at {cfg.max_pending} unacked sends); the target "
                         f"{opts.rate:g} msg/s is out of reach for this hub\n"
                     )
-                progress.update(Snapshot(elapsed, stats, host.ingested() if host else None))
+                progress.update(Snapshot(elapsed, stats, host.ingested(cfg.run_id) if host else None))
             # --- after the fleet: let the consumer catch up ------------------------------------
             if pool is not None:
                 pool.join()
@@ -316,7 +316,15 @@ async def _fleet(
             if host is not None:
                 expected = stats.acked - stats.malformed
                 ingested = await _catch_up(
-                    host, expected, opts.ingest_wait, lambda: interrupts >= 2, progress, elapsed, stats, clock
+                    lambda: host.ingested(cfg.run_id),
+                    host,
+                    expected,
+                    opts.ingest_wait,
+                    lambda: interrupts >= 2,
+                    progress,
+                    elapsed,
+                    stats,
+                    clock,
                 )
                 if stack_error is None and (why := host.alive()):
                     stack_error = why
@@ -374,12 +382,12 @@ async def _fleet(
     return Outcome(EXIT_OK, summary, None, warnings_)
 
 
-async def _catch_up(host, expected, wait, give_up, progress, elapsed, stats, clock) -> int:  # type: ignore[no-untyped-def]
+async def _catch_up(count, host, expected, wait, give_up, progress, elapsed, stats, clock) -> int:  # type: ignore[no-untyped-def]
     """Poll the database until it holds `expected` rows, stops growing for 15 s, or `wait` s pass."""
     deadline = clock.monotonic() + wait
     last, last_change = -1, clock.monotonic()
     while True:
-        n = host.ingested()
+        n = count()
         now = clock.monotonic()
         if n != last:
             last, last_change = n, now

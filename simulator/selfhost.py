@@ -48,14 +48,22 @@ class StackInfo:
     raw: dict[str, object] = field(default_factory=dict)
 
 
-def count_rows(db: Path, table: str = TABLE) -> int:
-    """Rows in `table` of the SQLite file (0 while the file or table does not exist yet)."""
+def count_rows(db: Path, table: str = TABLE, run_id: str | None = None) -> int:
+    """Rows in `table` of the SQLite file (0 while the file or table does not exist yet).
+
+    With `run_id`, only the rows of that run: the consumer's identity key is ``mid:<message id>`` and
+    our message ids start with ``<run_id>-``, so a reused --data-dir does not count older runs.
+    """
     if not db.exists():
         return 0
+    sql, args = f'SELECT count(*) FROM "{table}"', ()
+    if run_id is not None:
+        sql += " WHERE id >= ? AND id < ?"
+        args = (f"mid:{run_id}-", f"mid:{run_id}.")  # '.' sorts right after '-'
     try:
         con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=2.0)
         try:
-            return int(con.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0])
+            return int(con.execute(sql, args).fetchone()[0])
         finally:
             con.close()
     except sqlite3.Error:
@@ -147,8 +155,8 @@ class SelfHost:
             raise SelfHostError(f"{what} exited with code {proc.returncode}: {tail}")
         return raw.decode("utf-8", "replace").strip()
 
-    def ingested(self) -> int:
-        return count_rows(self.db)
+    def ingested(self, run_id: str | None = None) -> int:
+        return count_rows(self.db, run_id=run_id)
 
     def alive(self) -> str | None:
         """None while both children run, else which one died."""
