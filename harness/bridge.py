@@ -82,11 +82,15 @@ class EventHubsRouter:
             self._hub = self.emulator.store.hub(self.hub_name)
         return self._hub
 
-    async def route(self, telemetry: Telemetry) -> None:
+    def route_nowait(self, telemetry: Telemetry) -> None:
+        """Append synchronously (the store's append is synchronous and durable when it returns)."""
         hub = self._get_hub()
         props, app, ann = amqp_sections(telemetry)
         payload = encode_event(telemetry.body, properties=props, application_properties=app, annotations=ann)
         hub.partitions[hub.partition_for_key(telemetry.device_id)].append([(payload, None)])
+
+    async def route(self, telemetry: Telemetry) -> None:
+        self.route_nowait(telemetry)
 
 
 class LocalIotHub:

@@ -75,7 +75,11 @@ class Telemetry:
 
 
 class TelemetryRouter(Protocol):
-    """Where telemetry goes; ``route`` returns only once the message is durably appended."""
+    """Where telemetry goes; ``route`` returns only once the message is durably appended.
+
+    A router may also offer a synchronous ``route_nowait(telemetry)`` with the same contract; the hub
+    then uses it on its hot path (no task switch per message) and ``route`` for the rest.
+    """
 
     async def route(self, telemetry: Telemetry) -> None: ...
 
@@ -88,11 +92,14 @@ class MemoryRouter:
         self._changed = asyncio.Event()
         self.fail_with: Exception | None = None
 
-    async def route(self, telemetry: Telemetry) -> None:
+    def route_nowait(self, telemetry: Telemetry) -> None:
         if self.fail_with is not None:
             raise self.fail_with
         self.messages.append(telemetry)
         self._changed.set()
+
+    async def route(self, telemetry: Telemetry) -> None:
+        self.route_nowait(telemetry)
 
     async def wait_for(self, count: int, timeout: float = 10.0) -> list[Telemetry]:
         async def _wait() -> None:
@@ -167,6 +174,8 @@ class IotHubEmulator:
         self._by_device: dict[str, _Connection] = {}
         self._sessions: dict[str, _Session] = {}
         self._bucket: TokenBucket | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+        self._route_nowait: Callable[[Telemetry], None] | None = getattr(router, "route_nowait", None)
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -188,8 +197,13 @@ class IotHubEmulator:
                 )
         ctx = self.certs.server_context()
         try:
-            self._server = await asyncio.start_server(
-                self._handle, self.host, self.port, ssl=ctx, backlog=4096, ssl_handshake_timeout=15
+            self._server = await asyncio.get_running_loop().create_server(
+                lambda: _Connection(self),
+                self.host,
+                self.port,
+                ssl=ctx,
+                backlog=4096,
+                ssl_handshake_timeout=15,
             )
         except OSError:
             self.state = LifecycleState.STOPPED
@@ -213,8 +227,11 @@ class IotHubEmulator:
         for conn in conns:
             conn.close("hub stopping", abort=True)
         tasks = [c.task for c in conns if c.task is not None and not c.task.done()]
+        tasks += [t for t in self._background if not t.done()]
         if tasks:
             await asyncio.wait(tasks, timeout=5)
+        for _ in range(3):  # let connection_lost callbacks run
+            await asyncio.sleep(0)
         if self._server is not None:
             try:
                 await asyncio.wait_for(self._server.wait_closed(), 5)
@@ -330,49 +347,25 @@ class IotHubEmulator:
             if conn.device is not None:
                 conn.device.connection_state = "Disconnected"
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = _Connection(self, reader, writer)
-        conn.task = asyncio.current_task()
-        self._conns.add(conn)
-        self.metrics.connections = len(self._conns)
-        try:
-            await conn.run()
-        except Exception:  # a bug: never take the server down
-            LOG.exception("connection handler failed for %s", conn.peer)
-        finally:
-            conn.close("handler finished", abort=True)
-            self._conns.discard(conn)
-            self._unregister(conn)
-            self.metrics.connections = len(self._conns)
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
 
-class _Connection:
-    __slots__ = (
-        "hub",
-        "reader",
-        "writer",
-        "peer",
-        "task",
-        "device_id",
-        "device",
-        "token",
-        "model_id",
-        "session",
-        "closed",
-        "clean_disconnect",
-        "will",
-        "last_rx",
-        "_timers",
-        "_keepalive_s",
-    )
+class _Connection(asyncio.Protocol):
+    """One device connection: a sans-IO read loop in ``data_received`` (packets handled synchronously;
+    an async step such as a throttle wait, a PUBACK delay or a router that suspends pauses processing of
+    this connection's later packets until it completes, so per-device order is kept)."""
 
-    def __init__(
-        self, hub: IotHubEmulator, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
+    def __init__(self, hub: IotHubEmulator) -> None:
         self.hub = hub
-        self.reader = reader
-        self.writer = writer
-        self.peer = writer.get_extra_info("peername")
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.peer: Any = None
+        self.buf = bytearray()
+        self.busy = False
+        self.paused = False
         self.task: asyncio.Task[Any] | None = None
         self.device_id = ""
         self.device: Device | None = None
@@ -385,20 +378,58 @@ class _Connection:
         self.last_rx = 0.0
         self._timers: list[asyncio.TimerHandle] = []
         self._keepalive_s = 0.0
+        self._annotations: dict[str, Any] = {}
+
+    # --- transport callbacks ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.peer = transport.get_extra_info("peername")
+        hub = self.hub
+        hub._conns.add(self)
+        hub.metrics.connections = len(hub._conns)
+        self._timers.append(self.loop.call_later(hub.connect_timeout, self._connect_timeout))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        hub = self.hub
+        was_closed = self.closed
+        self._mark_closed()
+        hub._conns.discard(self)
+        hub._unregister(self)
+        hub.metrics.connections = len(hub._conns)
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        if not was_closed:
+            LOG.debug("connection of %s (%s) lost: %s", self.device_id or "?", self.peer, exc)
+        if (
+            self.device is not None
+            and not self.clean_disconnect
+            and self.will is not None
+            and hub.state is LifecycleState.RUNNING
+        ):
+            hub._spawn(self._send_will())
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        self.buf += data
+        if not self.busy:
+            self._process()
+        elif len(self.buf) > 2 * MAX_PACKET_SIZE and self.transport is not None and not self.paused:
+            self.transport.pause_reading()
+            self.paused = True
+
+    def _connect_timeout(self) -> None:
+        if self.device is None and not self.closed:
+            LOG.info("no CONNECT from %s within %.0f s: closing", self.peer, self.hub.connect_timeout)
+            self.close("connect timeout", abort=True)
 
     # --- I/O -------------------------------------------------------------------------------------
 
-    async def _read(self) -> codec.Packet:
-        hdr = await self.reader.readexactly(2)
-        while (parsed := codec.parse_fixed_header(hdr, MAX_PACKET_SIZE)) is None:
-            hdr += await self.reader.readexactly(1)
-        first, length, _ = parsed
-        body = await self.reader.readexactly(length) if length else b""
-        return codec.decode_body(first, body)
-
     def _write(self, data: bytes) -> None:
-        if not self.closed:
-            self.writer.write(data)
+        if not self.closed and self.transport is not None:
+            self.transport.write(data)
 
     def send_to_device(self, topic: str, payload: bytes) -> bool:
         """QoS 0 server->device PUBLISH, only if the device subscribed to a matching filter."""
@@ -410,83 +441,108 @@ class _Connection:
         self._write(codec.encode(codec.Publish(topic, payload)))
         return True
 
-    def close(self, reason: str, *, abort: bool = False) -> None:
-        if self.closed:
-            return
+    def _mark_closed(self) -> None:
         self.closed = True
         for t in self._timers:
             t.cancel()
         self._timers.clear()
+
+    def close(self, reason: str, *, abort: bool = False) -> None:
+        if self.closed:
+            return
+        self._mark_closed()
         LOG.debug("closing connection of %s (%s): %s", self.device_id or "?", self.peer, reason)
-        if abort:
-            self.writer.transport.abort()
-        else:
-            self.writer.close()
+        if self.transport is not None:
+            if abort:
+                self.transport.abort()
+            else:
+                self.transport.close()  # flushes what was written (e.g. a refusing CONNACK) first
 
-    # --- session ---------------------------------------------------------------------------------
+    # --- packet loop -----------------------------------------------------------------------------
 
-    async def run(self) -> None:
+    def _process(self) -> None:
+        buf = self.buf
+        pos = 0
         hub = self.hub
         try:
-            first = await asyncio.wait_for(self._read(), hub.connect_timeout)
-        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, OSError):
-            return
+            while not self.closed and not self.busy:
+                header = codec.parse_fixed_header(buf[pos : pos + 5], MAX_PACKET_SIZE)
+                if header is None:
+                    break
+                first, length, hlen = header
+                end = pos + hlen + length
+                if len(buf) < end:
+                    break
+                pkt = codec.decode_body(first, bytes(buf[pos + hlen : end]))
+                pos = end
+                self._dispatch(pkt)
         except CODEC_ERRORS as exc:
             hub.metrics.protocol_errors += 1
-            LOG.info("malformed first packet from %s: %s", self.peer, exc)
-            return
-        if not isinstance(first, codec.Connect):
-            hub.metrics.protocol_errors += 1
-            LOG.info("first packet from %s is %s, not CONNECT", self.peer, type(first).__name__)
-            return
-        try:
-            self._on_connect(first)
-        except ConnectRefused as exc:
-            LOG.info(
-                "CONNECT refused for %r from %s: CONNACK %d (%s)", first.client_id, self.peer, exc.code, exc
-            )
-            self._write(codec.encode(codec.Connack(exc.code)))
-            try:
-                await asyncio.wait_for(self.writer.drain(), 2)
-            except (TimeoutError, ConnectionError, OSError):
-                pass
-            self.close("connect refused")
-            return
-        loop = asyncio.get_running_loop()
-        try:
-            while not self.closed:
-                pkt = await self._read()
-                self.last_rx = loop.time()
-                if isinstance(pkt, codec.Publish):
-                    await self._on_publish(pkt)
-                elif isinstance(pkt, codec.Pingreq):
-                    self._write(codec.PINGRESP_BYTES)
-                elif isinstance(pkt, codec.Subscribe):
-                    self._on_subscribe(pkt)
-                elif isinstance(pkt, codec.Unsubscribe):
-                    assert self.session is not None
-                    for f in pkt.topics:
-                        self.session.subscriptions.pop(f, None)
-                    self._write(codec.encode(codec.Unsuback(pkt.packet_id)))
-                elif isinstance(pkt, codec.Puback):
-                    pass  # the hub sends QoS 0 only; tolerate acks
-                elif isinstance(pkt, codec.Disconnect):
-                    self.clean_disconnect = True
-                    self.close("client DISCONNECT")
-                else:
-                    raise ProtocolViolation(f"unexpected {type(pkt).__name__} from a device")
-        except (asyncio.IncompleteReadError, ConnectionError, OSError):
-            pass
-        except CODEC_ERRORS as exc:
-            hub.metrics.protocol_errors += 1
-            LOG.info("malformed packet from %s (%s): %s; closing", self.device_id, self.peer, exc)
+            LOG.info("malformed packet from %s (%s): %s; closing", self.device_id or "?", self.peer, exc)
+            self.close("malformed packet", abort=True)
         except (ProtocolViolation, TopicError) as exc:
             hub.metrics.protocol_errors += 1
-            LOG.warning("device %s broke a hub rule: %s; closing", self.device_id, exc)
-        finally:
-            self.close("connection ended", abort=True)
-            if not self.clean_disconnect and self.will is not None and hub.state is LifecycleState.RUNNING:
-                await self._send_will()
+            LOG.warning("device %s broke a hub rule: %s; closing", self.device_id or self.peer, exc)
+            self.close("protocol violation", abort=True)
+        except Exception:  # a bug: never take the server down
+            LOG.exception("connection handler failed for %s (%s)", self.device_id, self.peer)
+            self.close("internal error", abort=True)
+        if self.closed:
+            self.buf.clear()
+            return
+        del buf[:pos]
+        if self.paused and not self.busy and self.transport is not None:
+            self.paused = False
+            self.transport.resume_reading()
+
+    def _dispatch(self, pkt: codec.Packet) -> None:
+        self.last_rx = self.loop.time()
+        if self.device is None:
+            if not isinstance(pkt, codec.Connect):
+                raise ProtocolViolation(f"first packet is {type(pkt).__name__}, not CONNECT")
+            try:
+                self._on_connect(pkt)
+            except ConnectRefused as exc:
+                LOG.info(
+                    "CONNECT refused for %r from %s: CONNACK %d (%s)", pkt.client_id, self.peer, exc.code, exc
+                )
+                self._write(codec.encode(codec.Connack(exc.code)))
+                self.close("connect refused")
+            return
+        if isinstance(pkt, codec.Publish):
+            self._on_publish(pkt)
+        elif isinstance(pkt, codec.Pingreq):
+            self._write(codec.PINGRESP_BYTES)
+        elif isinstance(pkt, codec.Subscribe):
+            self._on_subscribe(pkt)
+        elif isinstance(pkt, codec.Unsubscribe):
+            assert self.session is not None
+            for f in pkt.topics:
+                self.session.subscriptions.pop(f, None)
+            self._write(codec.encode(codec.Unsuback(pkt.packet_id)))
+        elif isinstance(pkt, codec.Puback):
+            pass  # the hub sends QoS 0 only; tolerate acks
+        elif isinstance(pkt, codec.Disconnect):
+            self.clean_disconnect = True
+            self.close("client DISCONNECT")
+        else:
+            raise ProtocolViolation(f"unexpected {type(pkt).__name__} from a device")
+
+    def _go_async(self, coro: Any) -> None:
+        """Run an async step; later packets of this connection wait until it is done."""
+        self.busy = True
+        self.task = self.loop.create_task(coro)
+        self.task.add_done_callback(self._async_done)
+
+    def _async_done(self, task: asyncio.Task[Any]) -> None:
+        self.task = None
+        self.busy = False
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            LOG.error("async step failed for %s: %s", self.device_id, exc)
+            self.close("internal error", abort=True)
+        if not self.closed:
+            self._process()
 
     def _on_connect(self, pkt: codec.Connect) -> None:
         hub = self.hub
@@ -596,12 +652,12 @@ class _Connection:
                 codes.append(codec.SUBACK_FAILURE)
         self._write(codec.encode(codec.Suback(pkt.packet_id, tuple(codes))))
 
-    async def _on_publish(self, pkt: codec.Publish) -> None:
+    def _on_publish(self, pkt: codec.Publish) -> None:
         if pkt.qos == 2:
             raise ProtocolViolation("QoS 2 PUBLISH (IoT Hub closes the connection)")
         topic = pkt.topic
         if topic.startswith("devices/"):
-            await self._on_telemetry(pkt)
+            self._on_telemetry(pkt)
         elif topic.startswith("$iothub/twin/"):
             self._on_twin(pkt)
         else:
@@ -634,41 +690,76 @@ class _Connection:
             raise ProtocolViolation(f"message of {size} bytes exceeds the hub's {MAX_MESSAGE_BYTES}")
         assert self.device is not None
         now_ms = int(self.hub.clock() * 1000)
-        ann: dict[str, Any] = {
-            "iothub-connection-device-id": self.device_id,
-            "iothub-connection-auth-method": AUTH_METHOD_SAS,
-            "iothub-connection-auth-generation-id": self.device.generation_id,
-            "iothub-enqueuedtime": now_ms,
-            "iothub-message-source": "Telemetry",
-        }
-        if self.model_id:
-            ann["dt-dataschema"] = self.model_id
-        ann.update(split.annotations)
+        if not self._annotations:
+            self._annotations = {
+                "iothub-connection-device-id": self.device_id,
+                "iothub-connection-auth-method": AUTH_METHOD_SAS,
+                "iothub-connection-auth-generation-id": self.device.generation_id,
+                "iothub-enqueuedtime": 0,
+                "iothub-message-source": "Telemetry",
+            }
+            if self.model_id:
+                self._annotations["dt-dataschema"] = self.model_id
+        ann = self._annotations.copy()
+        ann["iothub-enqueuedtime"] = now_ms
+        if split.annotations:
+            ann.update(split.annotations)
         return Telemetry(self.device_id, pkt.payload, split.system, app, ann, now_ms, pkt.dup)
 
-    async def _on_telemetry(self, pkt: codec.Publish) -> None:
+    def _on_telemetry(self, pkt: codec.Publish) -> None:
         hub = self.hub
         tt = topics.parse_telemetry_topic(pkt.topic)
         if tt.device_id != self.device_id or tt.module_id is not None:
             raise ProtocolViolation(f"publish to {pkt.topic[:100]!r} by device {self.device_id!r}")
         telemetry = self._build_telemetry(pkt, tt)
         delay = hub._throttle_delay()
+        route_nowait = hub._route_nowait
+        if delay > 0 or hub.faults.puback_delay_s or route_nowait is None:
+            self._go_async(self._telemetry_async(pkt, telemetry, delay))
+            return
+        started = time.perf_counter()
+        try:
+            route_nowait(telemetry)
+        except Exception as exc:
+            self._route_failed(exc)
+            return
+        if self._after_append(pkt, telemetry):
+            self._write(codec.encode_puback(pkt.packet_id))  # type: ignore[arg-type]
+            hub.metrics.device(self.device_id).puback_latency_s_total += time.perf_counter() - started
+
+    async def _telemetry_async(self, pkt: codec.Publish, telemetry: Telemetry, delay: float) -> None:
+        hub = self.hub
         if delay > 0:
             hub.metrics.throttled += 1
             await asyncio.sleep(delay)
+            if self.closed:
+                return  # not appended, not acknowledged: the device re-sends
         started = time.perf_counter()
         try:
             await hub.router.route(telemetry)
         except Exception as exc:
-            # nothing is lost: no PUBACK, so the device re-sends after reconnecting
-            LOG.error(
-                "routing telemetry of %s failed (%s: %s); closing without PUBACK",
-                self.device_id,
-                type(exc).__name__,
-                exc,
-            )
-            self.close("route failed", abort=True)
+            self._route_failed(exc)
             return
+        if not self._after_append(pkt, telemetry):
+            return
+        if hub.faults.puback_delay_s:
+            await asyncio.sleep(hub.faults.puback_delay_s)
+        self._write(codec.encode_puback(pkt.packet_id))  # type: ignore[arg-type]
+        hub.metrics.device(self.device_id).puback_latency_s_total += time.perf_counter() - started
+
+    def _route_failed(self, exc: Exception) -> None:
+        # nothing is lost: no PUBACK, so the device re-sends after reconnecting
+        LOG.error(
+            "routing telemetry of %s failed (%s: %s); closing without PUBACK",
+            self.device_id,
+            type(exc).__name__,
+            exc,
+        )
+        self.close("route failed", abort=True)
+
+    def _after_append(self, pkt: codec.Publish, telemetry: Telemetry) -> bool:
+        """Count the appended message and apply the PUBACK faults; True if the PUBACK is to be sent."""
+        hub = self.hub
         m = hub.metrics
         dm = m.device(self.device_id)
         m.messages += 1
@@ -689,17 +780,14 @@ class _Connection:
                 m.fault_closes += 1
                 LOG.info("fault: closing %s after the append, before the PUBACK", self.device_id)
                 self.close("close after N publishes (fault)", abort=True)
-                return
+                return False
         if pkt.packet_id is None:
-            return
+            return False
         if faults.drop_pubacks > 0:
             faults.drop_pubacks -= 1
             m.dropped_pubacks += 1
-            return
-        if faults.puback_delay_s:
-            await asyncio.sleep(faults.puback_delay_s)
-        self._write(codec.encode_puback(pkt.packet_id))
-        dm.puback_latency_s_total += time.perf_counter() - started
+            return False
+        return True
 
     def _on_twin(self, pkt: codec.Publish) -> None:
         req = topics.parse_twin_request(pkt.topic)

@@ -42,14 +42,27 @@ def parse_property_bag(bag: str) -> dict[str, str | None]:
             raise TopicError(f"property bag has more than {MAX_PROPERTIES} properties")
         key, sep, value = segment.partition("=")
         try:
-            k = unquote(key, errors="strict")
-            v = unquote(value, errors="strict") if sep else None
+            k = _KEY_CACHE.get(key)
+            if k is None:
+                k = unquote(key, errors="strict")
+                if len(_KEY_CACHE) < 4096:
+                    _KEY_CACHE[key] = k
+            if not sep:
+                v = None
+            elif "%" in value:
+                v = unquote(value, errors="strict")
+            else:
+                v = value  # nothing to decode (unquote would return it unchanged)
         except UnicodeDecodeError as exc:
             raise TopicError(f"property bag segment {segment[:80]!r} is not UTF-8: {exc.reason}") from None
         if not k:
             raise TopicError(f"property bag segment {segment[:80]!r} has an empty key")
         props[k] = v
     return props
+
+
+# decoded keys ("%24.mid" -> "$.mid"): a small bounded cache, keys repeat on every message
+_KEY_CACHE: dict[str, str] = {}
 
 
 def encode_property_bag(props: dict[str, str | None]) -> str:

@@ -273,3 +273,21 @@ async def test_1000_concurrent_device_connections(hub, raw):
     assert len(hub.connected_devices()) == n
     # all still usable at once
     await asyncio.wait_for(asyncio.gather(*(d.publish(b"hi") for d in devices[:: n // 50])), 60)
+
+
+async def test_dropped_puback_then_dup_resend_is_counted(hub, router, raw):
+    key = hub.registry.create("d1").primary_key
+    first = raw("d1", key)
+    assert await first.connect() == 0
+    hub.faults.update({"drop_pubacks": 1})
+    unacked = first.publish_nowait(b"m", {"$.mid": "m-1"}, packet_id=5)
+    await router.wait_for(1)
+    hub.disconnect_all()
+    with pytest.raises(ConnectionError):
+        await unacked
+    again = raw("d1", key)
+    assert await again.connect() == 0
+    await again.publish(b"m", {"$.mid": "m-1"}, packet_id=5, dup=True)  # what paho does on reconnect
+    assert [(m.properties["message-id"], m.dup) for m in router.messages] == [("m-1", False), ("m-1", True)]
+    assert hub.metrics.dup == 1 and hub.metrics.dropped_pubacks == 1
+    assert hub.metrics.devices["d1"].dup == 1 and hub.metrics.devices["d1"].reconnects == 1

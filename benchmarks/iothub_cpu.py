@@ -1,0 +1,188 @@
+"""Benchmark: IoT Hub emulator CPU per telemetry message, including the append to the Event Hubs store.
+
+The hub (IoT Hub emulator + in-process Event Hubs emulator with a persistent data dir, as `harness up` runs
+it) runs in its own process; this process drives it with N raw TLS MQTT devices (our codec, QoS 1, paced
+at a total rate) and reads the hub process's CPU time from /proc. Prints one line per scenario and a JSON
+line last.
+
+    .venv/bin/python benchmarks/iothub_cpu.py                       # 100 devices at 500/s and 1200/s, 10 s
+    .venv/bin/python benchmarks/iothub_cpu.py --rates 500 --duration 20 --devices 100
+
+Target (issue 4): <= 150 us of hub CPU per message (amqtt measured 400-600 us).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+from enginehub.harness.iothub import auth
+from enginehub.harness.iothub.rawclient import RawDevice
+from enginehub.harness.iothub.testing import free_loopback_ip
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _serve(host: str, data_dir: str, conn: mp.connection.Connection, profile: str | None = None) -> None:
+    import logging
+
+    if profile:
+        import cProfile
+
+        prof = cProfile.Profile()
+        prof.enable()
+
+    from enginehub.harness.bridge import LocalIotHub
+
+    logging.basicConfig(level=logging.WARNING)
+
+    async def main() -> None:
+        stack = LocalIotHub(host=host, data_dir=data_dir, partitions=4)
+        await stack.start()
+        conn.send(
+            {
+                "hostname": stack.iothub.hostname,
+                "group_key": stack.iothub.registry.group_key,
+                "ca_pem": stack.iothub.ca_pem,
+            }
+        )
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, conn.recv)  # wait for "stop"
+        conn.send({"messages": stack.iothub.metrics.messages})
+        await stack.stop()
+
+    asyncio.run(main())
+    if profile:
+        prof.disable()
+        prof.dump_stats(profile)
+
+
+def _cpu_parts(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of process ``pid`` (all its threads)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) / TICK, int(fields[12]) / TICK
+
+
+def _cpu_s(pid: int) -> float:
+    return sum(_cpu_parts(pid))
+
+
+async def _scenario(info: dict, host: str, pid: int, devices: int, rate: float, duration: float) -> dict:
+    import ssl
+
+    ctx = ssl.create_default_context(cadata=info["ca_pem"])
+    devs = []
+    for i in range(devices):
+        did = f"bench-{i:04d}"
+        key = auth.derive_device_key(info["group_key"], did)
+        d = RawDevice(host, info["hostname"], did, key, ssl_context=ctx)
+        if await d.connect() != 0:
+            raise SystemExit(f"device {did} refused")
+        devs.append(d)
+    payload = b"1 1 -0.0007 -0.0004 100.0 518.67 641.82 1589.70 1400.60 14.62 21.61 554.36 2388.06 9046.19"
+    latencies: list[float] = []
+    pending: set[asyncio.Future] = set()
+    sent = 0
+
+    def _done(t0: float):
+        def cb(fut: asyncio.Future) -> None:
+            pending.discard(fut)
+            if not fut.cancelled() and fut.exception() is None:
+                latencies.append(time.perf_counter() - t0)
+
+        return cb
+
+    # warm-up 1 s, then measure
+    loop = asyncio.get_running_loop()
+    interval = 1.0 / rate
+    for phase, length in (("warmup", 1.0), ("measure", duration)):
+        if phase == "measure":
+            latencies.clear()
+            cpu0, wall0, sys0 = _cpu_s(pid), time.perf_counter(), _cpu_parts(pid)[1]
+            sent_at_start = sent
+        start = loop.time()
+        n = 0
+        while True:
+            due = start + n * interval
+            now = loop.time()
+            if due - start >= length:
+                break
+            if due > now:
+                await asyncio.sleep(due - now)
+            d = devs[sent % devices]
+            fut = d.publish_nowait(payload, {"$.mid": f"{d.device_id}-{sent}", "$.ct": "text/plain"})
+            fut.add_done_callback(_done(time.perf_counter()))
+            pending.add(fut)
+            sent += 1
+            n += 1
+    if pending:
+        await asyncio.wait(pending, timeout=30)
+    wall = time.perf_counter() - wall0
+    cpu = _cpu_s(pid) - cpu0
+    sys_cpu = _cpu_parts(pid)[1] - sys0
+    measured = sent - sent_at_start
+    acked0 = len(latencies)
+    for d in devs:
+        await d.close()
+    lat = sorted(latencies)
+    return {
+        "devices": devices,
+        "rate_target": rate,
+        "messages": measured,
+        "acked": acked0,
+        "msgs_per_s": round(acked0 / wall, 1),
+        "hub_cpu_pct_of_core": round(100 * cpu / wall, 1),
+        "hub_cpu_us_per_msg": round(1e6 * cpu / max(1, acked0), 1),
+        "hub_sys_us_per_msg": round(1e6 * sys_cpu / max(1, acked0), 1),
+        "p50_ms": round(1000 * statistics.median(lat), 2) if lat else None,
+        "p99_ms": round(1000 * lat[int(0.99 * (len(lat) - 1))], 2) if lat else None,
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--devices", type=int, default=100)
+    ap.add_argument("--rates", type=float, nargs="+", default=[500, 1200])
+    ap.add_argument("--duration", type=float, default=10.0)
+    ap.add_argument("--profile", metavar="FILE", help="run the hub under cProfile and dump stats to FILE")
+    args = ap.parse_args()
+    host = free_loopback_ip()
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    with tempfile.TemporaryDirectory(prefix="enginehub-bench-") as data_dir:
+        proc = ctx.Process(target=_serve, args=(host, data_dir, child, args.profile), daemon=True)
+        proc.start()
+        if not parent.poll(60):
+            raise SystemExit("hub did not start")
+        info = parent.recv()
+        results = []
+        try:
+            for rate in args.rates:
+                r = asyncio.run(_scenario(info, host, proc.pid, args.devices, rate, args.duration))
+                results.append(r)
+                print(
+                    f"{r['devices']} devices @ {rate:.0f}/s: {r['msgs_per_s']} msg/s acked, hub CPU "
+                    f"{r['hub_cpu_pct_of_core']}% of a core = {r['hub_cpu_us_per_msg']} us/msg "
+                    f"({r['hub_sys_us_per_msg']} us in the kernel), "
+                    f"PUBACK p50 {r['p50_ms']} ms p99 {r['p99_ms']} ms",
+                    flush=True,
+                )
+        finally:
+            parent.send("stop")
+            if parent.poll(30):
+                parent.recv()
+            proc.join(30)
+    print(json.dumps({"benchmark": "iothub_cpu", "python": sys.version.split()[0], "results": results}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
