@@ -275,3 +275,38 @@ def test_kill_9_one_of_three_nodes_takeover_within_bound_exactly_n_rows(
         nodes[name].terminate()
     for name in ("n1", "n3"):
         assert nodes[name].wait(30) == 0, nodes[name].tail()
+
+
+def test_sigterm_while_the_sink_is_down_exits_3_without_checkpoint_and_loses_nothing(
+    emulator, consumers, tmp_path: Path
+) -> None:
+    db, ckpt = tmp_path / "ingest.db", tmp_path / "ckpt"
+    produce(emulator.connection_string, _known_events(100))
+    args = consumer_args(emulator, db, "--checkpoint-dir", str(ckpt), "--drain-timeout", "2")
+    node = consumers(args)
+    store, ns = FileCheckpointStore(ckpt), namespace(emulator)
+
+    def checkpointed() -> int:
+        return sum(c["sequence_number"] + 1 for c in list_checkpoints(store, ns).values())
+
+    poll(lambda: checkpointed() == 100, 60, lambda: f"checkpointed {checkpointed()}\n{node.tail()}")
+    try:
+        outage = unwritable(db)
+        outage.__enter__()
+    except RuntimeError as exc:
+        pytest.skip(f"cannot make the SQLite file unwritable here: {exc}")
+    try:
+        produce(emulator.connection_string, _known_events(300)[100:])
+        poll(lambda: "sink unavailable" in node.tail(60), 30, lambda: f"no outage reported:\n{node.tail()}")
+        before = list_checkpoints(store, ns)
+        node.terminate()
+        assert node.wait(60) == 3, node.tail()  # drain timed out: batch not confirmed, not checkpointed
+        assert "NOT checkpointed" in node.log.read_text()
+        assert list_checkpoints(store, ns) == before
+    finally:
+        outage.__exit__(None, None, None)
+    successor = consumers(args)
+    poll(lambda: checkpointed() == 300, 60, lambda: f"checkpointed {checkpointed()}\n{successor.tail()}")
+    assert row_count(db) == 300
+    successor.terminate()
+    assert successor.wait(30) == 0, successor.tail()
