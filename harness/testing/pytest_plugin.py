@@ -2,8 +2,8 @@
 
 Registers the project's markers, ``--run-slow``, the provider switches, and fixtures for the real services.
 Which provider serves each service is chosen once per session (``enginehub.harness.providers.base``),
-logged, and printed in the report header; an unavailable service skips the tests that need it with a
-reason that says how to enable it.
+logged, and listed in the terminal summary (``enginehub providers: ...``); an unavailable service skips
+the tests that need it with a reason that says how to enable it.
 
 Options: ``--enginehub-target {auto,local,process,container,external}`` (env ``ENGINEHUB_TEST_TARGET``)
 for all services; ``--eventhubs-provider``, ``--iothub-provider``, ``--azurite-provider``,
@@ -74,8 +74,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--eventhubs-hub-pool",
         type=int,
-        default=int(os.environ.get("ENGINEHUB_EVENTHUBS_HUB_POOL", "24")),
-        help="spare event hubs the session namespace declares for the `eventhub` fixture (24)",
+        default=None,
+        help="spare event hubs the session namespace declares for the `eventhub` fixture "
+        "(default $ENGINEHUB_EVENTHUBS_HUB_POOL, else 24)",
     )
 
 
@@ -145,8 +146,9 @@ def eventhubs(request: pytest.FixtureRequest) -> Iterator[Any]:
     from enginehub.harness.providers.eventhubs import open_eventhubs
 
     provider = _need(request, "eventhubs")
+    pool = request.config.getoption("--eventhubs-hub-pool") or os.environ.get("ENGINEHUB_EVENTHUBS_HUB_POOL")
     try:
-        namespace, stop = open_eventhubs(provider, pool=request.config.getoption("--eventhubs-hub-pool"))
+        namespace, stop = open_eventhubs(provider, pool=int(pool or 24))
     except ProviderUnavailable as exc:
         pytest.skip(f"eventhubs ({provider}): {exc}")
     LOG.info(

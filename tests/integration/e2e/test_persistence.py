@@ -88,8 +88,10 @@ def test_kill_9_eventhubs_mid_stream_consumers_resume_no_loss_no_duplicates(
     acked_before, rows_before = producer.acked, count_rows(sink)
     assert not producer.done and acked_before < ROWS, f"the stream ended before the kill: {observed()}"
     server.kill()
-    assert not server.running
     t0 = time.monotonic()
+    assert not server.running
+    # stay down until the producer has seen a send fail (so a batch is re-sent with the same ids)
+    wait_until(lambda: producer.errors, 20, observed, interval=0.05)
     server.restart()
     down = time.monotonic() - t0
     print(f"emulator down {down:.2f} s; at the kill: {acked_before} acked, {rows_before} rows")
@@ -99,6 +101,7 @@ def test_kill_9_eventhubs_mid_stream_consumers_resume_no_loss_no_duplicates(
     problems = compare_table(read_rows(sink), expected_rows(rows, run_id))
     assert not problems, f"{problems}\n{observed()}"
     assert all(n.running for n in nodes), f"an ingest node died instead of resuming:\n{observed()}"
+    assert producer.resent_batches >= 1, producer.describe()
 
     # the hub itself: every acked event survived the SIGKILL, and copies only come from re-sent batches
     seen = hub_message_ids(cs, ROWS, "verify")  # its own consumer group: the nodes hold $Default
