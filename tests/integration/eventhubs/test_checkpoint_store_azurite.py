@@ -34,7 +34,7 @@ class Node:
     def __init__(self, name: str, cs: str, blob_cs: str, container: str) -> None:
         self.name = name
         self.events: list[tuple[str, int]] = []
-        store = BlobCheckpointStore.from_connection_string(blob_cs, container)
+        self.store = store = BlobCheckpointStore.from_connection_string(blob_cs, container)
         self.client = EventHubConsumerClient.from_connection_string(
             cs,
             consumer_group="$Default",
@@ -58,6 +58,7 @@ class Node:
         await self.client.close()
         if self.task is not None:
             self.task.cancel()
+        await self.store.close()  # the store's aiohttp session
 
 
 async def produce(cs: str, round_: int) -> set[tuple[str, int]]:
