@@ -14,6 +14,8 @@ from eh_sdk_helpers import Running
 
 pytestmark = pytest.mark.integration
 
+LAST_ENQUEUED: list[Any] = []  # ctx.last_enqueued_event_properties seen by areceive's on_event
+
 
 async def apoll(condition: Any, timeout: float, what: str) -> Any:
     deadline = time.monotonic() + timeout
@@ -39,6 +41,7 @@ async def areceive(cs: str, expect: int, **kw: Any) -> tuple[list[EventData], li
     async def on_event(ctx: Any, event: EventData | None) -> None:
         if event is not None:
             got.append(event)
+            LAST_ENQUEUED.append(ctx.last_enqueued_event_properties)
 
     async def on_error(ctx: Any, exc: Exception) -> None:
         errors.append(exc)
@@ -78,12 +81,16 @@ async def test_aio_producer_and_consumer_round_trip(eh: Running) -> None:
 
 
 async def test_aio_runtime_metrics_when_tracked(eh: Running) -> None:
+    LAST_ENQUEUED.clear()
     async with EventHubProducerClient.from_connection_string(eh.cs, retry_total=0) as p:
         await p.send_batch([EventData("a"), EventData("b")], partition_id="2")
     got, _, _ = await areceive(
         eh.cs, 2, partition_id="2", starting_position="-1", track_last_enqueued_event_properties=True
     )
     assert got[0].body_as_str() == "a"
+    last = LAST_ENQUEUED[-1]
+    assert last["sequence_number"] == 1 and last["offset"] == got[1].offset
+    assert last["enqueued_time"] == got[1].enqueued_time and last["retrieval_time"] is not None
 
 
 async def test_aio_bad_key_and_oversize(eh: Running) -> None:
