@@ -28,8 +28,11 @@ node_modules/.bin/azurite-blob: package.json
 
 azurite: node_modules/.bin/azurite-blob ## install the npm azurite package (blob checkpoint store)
 
-demo: venv ## the main job: self-hosted demo on the embedded default (see README)
-	$(VENV)/bin/enginehub-datasets validate --json
+DEMO_ARGS ?= --units 100 --rate 500 --duration 60
+
+demo: venv ## the main job: 100 simulated engines at 500 msg/s, self-hosted stack, ingested into SQLite
+	$(VENV)/bin/enginehub-datasets validate
+	$(VENV)/bin/simulate $(DEMO_ARGS)
 
 test: venv azurite ## the whole test suite (unit + integration on loopback)
 	$(PY) -m pytest $(PYTEST_ARGS)
