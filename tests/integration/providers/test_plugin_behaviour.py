@@ -83,3 +83,12 @@ def test_hub(eventhubs, eventhub):
     out = run_suite(tmp_path, {"test_u.py": test}, "--eventhubs-provider", "process")
     assert "1 passed" in out, out
     assert "eventhubs: process (--eventhubs-provider=process)" in out, out
+
+
+def test_usable_with_dash_p_when_autoload_is_off(tmp_path: Path) -> None:
+    files = {"test_p.py": "import pytest\n@pytest.mark.slow\ndef test_s():\n    pass\n"}
+    out = run_suite(
+        tmp_path, files, "-p", "enginehub.harness.testing.pytest_plugin", "--strict-markers",
+        env={"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},
+    )  # fmt: skip
+    assert "1 skipped" in out and "opt in with --run-slow" in out, out
