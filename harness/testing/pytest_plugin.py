@@ -19,6 +19,8 @@ Fixtures:
   fresh, uniquely named container on it (deleted afterwards).
 - ``cratedb`` (session): a :class:`CrateDBServer` (``CRATEDB_URL`` or a testcontainers container);
   ``cratedb_schema`` (function): a fresh schema, its tables dropped afterwards.
+- ``sink_url`` (function, parametrised): a fresh SQLite file, and a fresh CrateDB schema (``cratedb``
+  marker: skipped with the reason without CrateDB): the same test runs against both sinks.
 - ``ingest_node`` (function): factory that starts ``ingest`` consumer processes; each can ``kill()``
   (SIGKILL) or ``terminate()`` (SIGTERM, graceful); all are stopped at teardown.
 - ``iothub`` (session): an :class:`IotHubEndpoint` (hub + ``device_connection_string(id)`` factory and its
@@ -302,6 +304,17 @@ def cratedb_schema(cratedb: Any) -> Iterator[str]:
         cratedb.drop_schema(schema)
     except Exception:
         LOG.debug("could not drop CrateDB schema %s", schema, exc_info=True)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("cratedb", marks=pytest.mark.cratedb)])
+def sink_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An ``ingest --sink`` URL, twice: ``sqlite:///<tmp>/events.db``, then ``crate://...?schema=<fresh>``
+    on the session's CrateDB (that variant carries the ``cratedb`` marker and skips with the reason when no
+    CrateDB is available). A test taking ``sink_url`` runs the same assertions against both sinks."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'events.db'}"
+    server = request.getfixturevalue("cratedb")
+    return server.sink_url(request.getfixturevalue("cratedb_schema"))
 
 
 # -------------------------------------------------------------------------------------------- ingest

@@ -1,6 +1,5 @@
-"""Shared fixtures of the end-to-end suites: source rows from the real C-MAPSS files, and the sink every
-suite runs against: SQLite always, CrateDB too when one is available (``cratedb`` marker; skipped with
-the reason otherwise)."""
+"""Shared fixtures of the end-to-end suites: source rows from the real C-MAPSS files. (The sink every suite
+runs against, SQLite and CrateDB when available, is the plugin's ``sink_url`` fixture.)"""
 
 from __future__ import annotations
 
@@ -16,12 +15,3 @@ from enginehub.datasets.schema import Row
 def fd001_rows(cmapss_dir: Path) -> list[Row]:
     """All rows of train_FD001.txt (20 631 rows, 100 engines), in file order."""
     return read_rows(cmapss_dir / file_name("train", "FD001"))
-
-
-@pytest.fixture(params=["sqlite", pytest.param("cratedb", marks=pytest.mark.cratedb)])
-def sink_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """``sqlite:///<tmp>/events.db``, or ``crate://...?schema=<fresh schema>`` on the session's CrateDB."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'events.db'}"
-    server = request.getfixturevalue("cratedb")
-    return server.sink_url(request.getfixturevalue("cratedb_schema"))
