@@ -31,7 +31,14 @@ from pathlib import Path
 from typing import Any
 
 from enginehub.harness.testing.processes import IngestNode
-from enginehub.loadtests.stack import IngestSettings, start_emulator, start_node, stop_node, wait_all_owned
+from enginehub.loadtests.stack import (
+    HarnessUp,
+    IngestSettings,
+    start_emulator,
+    start_node,
+    stop_node,
+    wait_all_owned,
+)
 
 LOG = logging.getLogger("enginehub.loadtests")
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
@@ -49,6 +56,7 @@ THROUGHPUT_KEYS = (
     "sink",
     "sdk_receive_baseline_events_per_s",
 )
+DEVICE_KEYS = ("events_per_s_sustained", "rows", "lost", "duplicates", "p50_latency_ms", "p99_latency_ms")
 FAILOVER_KEYS = ("crash_takeover_s", "graceful_takeover_s", "lost", "duplicates", "rows", "produced")
 
 
@@ -95,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--graceful-at", type=float, default=None, help="s into the load (default 60%%)")
     f.add_argument("--max-crash-takeover", type=float, default=10.0)
     f.add_argument("--max-graceful-takeover", type=float, default=3.0)
+    d = sub.add_parser("devices", help="device fleet: N devices at R msg/s through the IoT Hub emulator")
+    _common(d, rate=500.0, hold=30.0, nodes=1)
+    d.add_argument("--devices", type=int, default=50)
+    d.add_argument("--device-client", choices=("raw", "sdk"), default="raw")
+    d.add_argument("--window", type=int, default=1, help="messages pipelined per send (raw client)")
+    d.add_argument("--max-puback-p99-ms", type=float, default=None)
+    d.add_argument("--min-rate", type=float, default=None, help="threshold (default: --target-rate x 0.95)")
     b = sub.add_parser("baseline-receive", help="(internal) one SDK receive-and-discard process")
     b.add_argument("--eventhub-connection-string", required=True)
     b.add_argument("--eventhub", default="eh1")
@@ -123,48 +138,23 @@ def cpu_seconds(pid: int | None) -> float | None:
 def _locust(
     args: argparse.Namespace, workdir: Path, cs: str, sink_db: Path, extra: list[str]
 ) -> dict[str, Any]:
-    scenario = SCENARIOS / ("failover.py" if args.command == "failover" else "throughput.py")
+    scenario = SCENARIOS / {"failover": "failover.py", "devices": "device_fleet.py"}.get(
+        args.command, "throughput.py"
+    )
     report = workdir / "locust-report.json"
-    producers = args.producers or args.partitions
     warmup = args.warmup if args.warmup is not None else min(10.0, args.duration * 0.1)
-    argv = [
-        sys.executable,
-        "-m",
-        "locust",
-        "-f",
-        str(scenario),
-        "--headless",
-        "--only-summary",
-        "--loglevel",
-        "INFO",
-        "--stop-timeout",
-        "10",
-        "--eventhub-connection-string",
-        cs,
-        "--eventhub",
-        args.eventhub,
-        "--partitions",
-        str(args.partitions),
-        "--producers",
-        str(producers),
-        "--producer",
-        args.producer,
-        "--target-rate",
-        str(args.target_rate),
-        "--hold",
-        str(args.duration),
-        "--warmup",
-        str(warmup),
-        "--batch-size",
-        str(args.batch_size),
-        "--sink-db",
-        str(sink_db),
-        "--drain-timeout",
-        str(args.drain_timeout),
-        "--report-json",
-        str(report),
-        *extra,
-    ]
+    argv = [sys.executable, "-m", "locust", "-f", str(scenario), "--headless", "--only-summary"]
+    argv += ["--loglevel", "INFO", "--stop-timeout", "10"]
+    if args.command == "devices":
+        argv += ["--devices", str(args.devices), "--device-client", args.device_client]
+        argv += ["--window", str(args.window)]
+    else:
+        argv += ["--eventhub-connection-string", cs, "--eventhub", args.eventhub]
+        argv += ["--partitions", str(args.partitions), "--producers", str(args.producers or args.partitions)]
+        argv += ["--producer", args.producer, "--batch-size", str(args.batch_size)]
+    argv += ["--target-rate", str(args.target_rate), "--hold", str(args.duration), "--warmup", str(warmup)]
+    argv += ["--sink-db", str(sink_db), "--drain-timeout", str(args.drain_timeout)]
+    argv += ["--report-json", str(report), *extra]
     if args.max_p99_ms is not None:
         argv += ["--max-p99-ms", str(args.max_p99_ms)]
     limit = args.timeout or (args.duration + args.drain_timeout + 60)
@@ -253,10 +243,30 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     checkpoints = workdir / "checkpoints"
     LOG.info("workdir %s", workdir)
     emulator = None
+    stack = None
     nodes: list[IngestNode] = []
     failover = args.command == "failover"
+    devices = args.command == "devices"
+    extra: list[str] = []
     try:
-        if args.eventhub_connection_string:
+        if devices:
+            stack = HarnessUp(workdir, args.partitions)
+            try:
+                info = stack.start()
+            except Exception as exc:
+                LOG.error("the local stack did not start: %s", exc)
+                return {}, 2
+            cs, args.eventhub = info["iothub_eventhub_connection_string"], info["eventhub_name"]
+            extra += [
+                "--gateway-host",
+                info["iothub_gateway_host"],
+                "--iothub-hostname",
+                info["iothub_hostname"],
+            ]
+            extra += ["--group-key", info["device_group_key"], "--ca-cert", info["ca_cert"]]
+            if args.max_puback_p99_ms is not None:
+                extra += ["--max-puback-p99-ms", str(args.max_puback_p99_ms)]
+        elif args.eventhub_connection_string:
             cs = args.eventhub_connection_string
         else:
             try:
@@ -276,7 +286,6 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
             LOG.error("%s\n%s", exc, "\n".join(n.log_tail(5) for n in nodes))
             return {}, 2
         LOG.info("ingest nodes own all partitions: %s", seen)
-        extra: list[str] = []
         if failover:
             crash_at = args.crash_at if args.crash_at is not None else args.duration * 0.25
             graceful_at = args.graceful_at if args.graceful_at is not None else args.duration * 0.6
@@ -291,6 +300,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         watched = {n.owner_id: n.pid for n in nodes}
         if emulator is not None:
             watched["emulator"] = emulator.pid
+        if stack is not None and stack.proc is not None:
+            watched["harness-up"] = stack.proc.pid
         cpu0 = {name: cpu_seconds(pid) for name, pid in watched.items()}
         load0 = os.getloadavg()[0]
         result = _locust(args, workdir, cs, sink_db, extra)
@@ -307,6 +318,18 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
                 LOG.warning("%s exited with %s:\n%s", node.name, rc, node.log_tail(10))
         if failover:
             out = {k: result.get(k) for k in FAILOVER_KEYS}
+        elif devices:
+            stats = result.get("request_stats", {})
+            send = stats.get("d2c.send qos1") or stats.get("d2c.send qos1 window") or {}
+            out = {
+                "devices": args.devices,
+                "rate_target": args.target_rate,
+                "acked": result.get("produced"),
+                "failed": result.get("unconfirmed"),
+                "puback_p50_ms": send.get("p50_ms"),
+                "puback_p99_ms": send.get("p99_ms"),
+                **{k: result.get(k) for k in DEVICE_KEYS},
+            }
         else:
             baseline = None
             if not args.no_baseline and result.get("produced"):
@@ -329,6 +352,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
             stop_node(node, 10)
         if emulator is not None:
             emulator.stop()
+        if stack is not None:
+            stack.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,21 +35,41 @@ from enginehub.loadtests.stack import owners
 LOG = logging.getLogger(__name__)
 
 
-def add_arguments(parser: Any, failover: bool = False) -> None:
-    """Locust's ``init_command_line_parser`` parser, or a plain argparse parser."""
+D2C_NAME = "d2c.send qos1"
+
+
+def add_arguments(parser: Any, kind: str = "throughput") -> None:
+    """Locust's ``init_command_line_parser`` parser (or argparse); ``kind``: throughput|failover|devices."""
     g = parser.add_argument_group("enginehub") if hasattr(parser, "add_argument_group") else parser
     env = os.environ.get
-    g.add_argument("--eventhub-connection-string", default=env("EVENTHUB_CONNECTION_STRING", ""))
-    g.add_argument("--eventhub", default=env("EVENTHUB_NAME", "eh1"))
-    g.add_argument("--partitions", type=int, default=4, help="partitions of the hub (producer i -> i %% P)")
-    g.add_argument("--producer", choices=("raw", "sdk"), default="raw", help="raw (our codec) or sdk")
-    g.add_argument("--producers", type=int, default=4, help="producer users")
-    g.add_argument("--target-rate", type=float, default=10000.0, help="events/s over all producers")
+    if kind == "devices":
+        g.add_argument(
+            "--iothub-hostname", default=env("IOTHUB_HOSTNAME", "enginehub-local.azure-devices.net")
+        )
+        g.add_argument(
+            "--gateway-host", default=env("IOTHUB_GATEWAY_HOST", "127.0.0.1"), help="address to dial"
+        )
+        g.add_argument("--group-key", default=env("IOTHUB_DEVICE_GROUP_KEY", ""), help="DPS group key")
+        g.add_argument("--ca-cert", default=env("IOTHUB_CA_CERT", ""), help="CA PEM of the hub (emulator)")
+        g.add_argument("--devices", dest="producers", type=int, default=10, help="device users")
+        g.add_argument("--device-client", choices=("raw", "sdk"), default="raw")
+        g.add_argument("--window", type=int, default=1, help="messages pipelined per send (raw client)")
+        g.add_argument("--target-rate", type=float, default=100.0, help="messages/s over all devices")
+        g.add_argument("--max-puback-p99-ms", type=float, default=None, help="fail above this PUBACK p99")
+    else:
+        g.add_argument("--eventhub-connection-string", default=env("EVENTHUB_CONNECTION_STRING", ""))
+        g.add_argument("--eventhub", default=env("EVENTHUB_NAME", "eh1"))
+        g.add_argument(
+            "--partitions", type=int, default=4, help="partitions of the hub (producer i -> i %% P)"
+        )
+        g.add_argument("--producer", choices=("raw", "sdk"), default="raw", help="raw (our codec) or sdk")
+        g.add_argument("--producers", type=int, default=4, help="producer users")
+        g.add_argument("--target-rate", type=float, default=10000.0, help="events/s over all producers")
+        g.add_argument("--batch-size", type=int, default=250, help="events per batch")
     g.add_argument("--hold", type=float, default=60.0, help="seconds the rate is held (the shape's length)")
     g.add_argument(
         "--warmup", type=float, default=5.0, help="seconds at the start left out of the steady window"
     )
-    g.add_argument("--batch-size", type=int, default=250, help="events per batch")
     g.add_argument("--sink-db", default="", help="SQLite file the ingest nodes write (measurement)")
     g.add_argument("--table", default="enginehub_events")
     g.add_argument("--run-id", default="", help="id prefix of this run's events (default: random)")
@@ -60,8 +80,8 @@ def add_arguments(parser: Any, failover: bool = False) -> None:
     g.add_argument("--min-rate", type=float, default=None, help="fail below this sustained events/s")
     g.add_argument("--max-lost", type=int, default=0)
     g.add_argument("--max-duplicates", type=int, default=0)
-    g.add_argument("--max-p99-ms", type=float, default=None)
-    if failover:
+    g.add_argument("--max-p99-ms", type=float, default=None, help="fail above this end-to-end p99 latency")
+    if kind == "failover":
         g.add_argument("--ingest-pids", default="", help="owner_id:pid,... of the ingest nodes")
         g.add_argument("--checkpoint-dir", default="", help="their shared file checkpoint store")
         g.add_argument("--crash-at", type=float, default=8.0, help="kill -9 one node at this second")
@@ -148,6 +168,70 @@ class ProducerLoop:
             self.client.close()
         except Exception:  # closing must not fail the run
             LOG.debug("closing the producer failed", exc_info=True)
+
+
+class DeviceLoop:
+    """One device: ``step()`` sends ``--window`` QoS 1 messages (each waits for its PUBACK), paced so that
+    the fleet offers ``--target-rate`` messages/s; message ids ``<run>-d<index>-<n>``."""
+
+    def __init__(
+        self, opts: Any, index: int, produced: ProducedLog, request_event: RequestEvent | None = None
+    ) -> None:
+        from enginehub.loadtests.clients.mqtt_device import RawMqttDevice, SdkDevice, device_key
+
+        self.opts = opts
+        self.produced = produced
+        self.prefix = f"{opts.run_id}-d{index}"
+        self.device_id = f"loadtest-{index:05d}"
+        self.window = max(1, int(getattr(opts, "window", 1)))
+        rate = opts.target_rate / max(opts.producers, 1)
+        self.interval = self.window / rate if rate > 0 else 1.0
+        self.max_events = int(round(rate * opts.hold / self.window)) * self.window
+        self.n = 0
+        self.bodies = _bodies(64)
+        self._pending: tuple[int, int] | None = None
+        self._next = time.monotonic()
+        key = device_key(opts.group_key, self.device_id)
+        cls = SdkDevice if opts.device_client == "sdk" else RawMqttDevice
+        self.client: Any = cls(
+            opts.gateway_host,
+            opts.iothub_hostname,
+            self.device_id,
+            key,
+            ca_cert=opts.ca_cert or None,
+            request_event=request_event,
+            name=D2C_NAME,
+        )
+        self.client.connect()
+
+    @property
+    def done(self) -> bool:
+        return self.n >= self.max_events
+
+    def step(self) -> None:
+        if self.done:
+            return
+        first, count = self.n, self.window
+        self.n += count
+        self._pending = (first, count)
+        ok = False
+        try:
+            nb = len(self.bodies)
+            if count == 1 or not hasattr(self.client, "send_many"):
+                for k in range(first, first + count):
+                    self.client.send(self.bodies[k % nb], f"{self.prefix}-{k}")
+            else:
+                self.client.send_many(
+                    [(self.bodies[k % nb], f"{self.prefix}-{k}") for k in range(first, first + count)]
+                )
+            ok = True
+        finally:
+            self._pending = None
+            self.produced.record(self.prefix, first, count, ok)
+        self._next += self.interval
+
+    wait = ProducerLoop.wait
+    close = ProducerLoop.close
 
 
 @dataclass
@@ -257,6 +341,11 @@ class Run:
         self.producers.append(loop)
         return loop
 
+    def new_device(self, request_event: RequestEvent | None = None) -> DeviceLoop:
+        loop = DeviceLoop(self.opts, self.next_index(), self.produced, request_event)
+        self.producers.append(loop)  # type: ignore[arg-type]
+        return loop
+
     def keep_running(self, run_time: float) -> bool:
         """The shape's verdict: until ``--hold`` s have passed and every producer sent its share, or at
         most ``--hold`` + max(5 s, 50 %): a producer that cannot keep up is cut off (fewer events, lower
@@ -296,10 +385,14 @@ class Run:
             LOG.warning("drain timeout: %d of %d rows after %.0f s", have, want, self.opts.drain_timeout)
         return have
 
-    def finish(self, sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
+    def finish(
+        self, sleep: Callable[[float], None] = time.sleep, request_stats: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         opts = self.opts
         ended = time.time()
         result: dict[str, Any] = {"run_id": opts.run_id, "produced": self.produced.produced}
+        result["unconfirmed"] = sum(last - first + 1 for _, first, last in self.produced.unconfirmed)
+        result["request_stats"] = request_stats or {}
         if self.failover is not None and not self.failover.done.wait(self.failover.timeout * 2 + 5):
             self.failures.append("the failover driver did not finish")
         if opts.sink_db:
@@ -335,7 +428,7 @@ class Run:
         return result
 
 
-def parse_args(argv: list[str] | None = None, failover: bool = False) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None, kind: str = "throughput") -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    add_arguments(parser, failover)
+    add_arguments(parser, kind)
     return parser.parse_args(argv)

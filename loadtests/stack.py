@@ -9,6 +9,10 @@ import glob
 import json
 import logging
 import os
+import signal
+import subprocess
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +36,58 @@ def start_emulator(
     )
     emulator.start()
     return emulator
+
+
+class HarnessUp:
+    """``harness up --json --no-azurite`` as a child (Event Hubs + IoT Hub emulators) on a free 127.x.y.z.
+
+    ``start()`` returns its JSON line (docs/architecture.md keys); ``stop()`` sends SIGTERM to that pid and
+    waits (SIGKILL after ``timeout``)."""
+
+    def __init__(self, workdir: Path, partitions: int = 4, startup_timeout: float = 60.0) -> None:
+        self.workdir = workdir
+        self.partitions = partitions
+        self.startup_timeout = startup_timeout
+        self.proc: subprocess.Popen[str] | None = None
+        self.info: dict[str, Any] = {}
+        self.log_path = workdir / "harness-up.log"
+
+    def start(self) -> dict[str, Any]:
+        from enginehub.harness.iothub.testing import free_loopback_ip
+
+        host = free_loopback_ip()
+        cmd = [sys.executable, "-m", "enginehub.harness", "up", "--json", "--no-azurite", "--host", host]
+        cmd += ["--eventhubs-port", "0", "--partitions", str(self.partitions)]
+        cmd += ["--data-dir", str(self.workdir / "stack-data")]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True
+            )
+        box: list[str] = []
+        assert self.proc.stdout is not None
+        reader = threading.Thread(target=lambda: box.append(self.proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+        reader.start()
+        reader.join(self.startup_timeout)
+        if not box or not box[0].startswith("{"):
+            self.stop(5)
+            tail = self.log_path.read_text(errors="replace").splitlines()[-15:]
+            raise RuntimeError("harness up did not report ready:\n" + "\n".join(tail))
+        self.info = json.loads(box[0])
+        return self.info
+
+    def stop(self, timeout: float = 20.0) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 @dataclass(frozen=True)

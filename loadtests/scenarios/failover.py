@@ -12,8 +12,8 @@ duplicate or threshold of the throughput scenario fails.
 
 from locust import events  # noqa: F401, I001 - Locust first (gevent patching)
 
-from enginehub.loadtests.scenarios.eventhub_users import EventHubProducer, HoldRate, install
+from enginehub.loadtests.scenarios.users import EventHubProducer, HoldRate, install
 
 __all__ = ["EventHubProducer", "HoldRate"]
 
-install(failover=True)
+install("failover")

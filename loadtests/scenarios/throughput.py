@@ -10,8 +10,8 @@ thresholds (``--min-rate``, ``--max-lost``, ``--max-duplicates``, ``--max-p99-ms
 
 from locust import events  # noqa: F401, I001 - Locust first (gevent patching)
 
-from enginehub.loadtests.scenarios.eventhub_users import EventHubProducer, HoldRate, install
+from enginehub.loadtests.scenarios.users import EventHubProducer, HoldRate, install
 
 __all__ = ["EventHubProducer", "HoldRate"]
 
-install(failover=False)
+install("throughput")
