@@ -200,6 +200,8 @@ class ModelConfig:
     reg_lambda: float = 1.0
     seeds: tuple[int, ...] = (1, 2, 3)
     n_jobs: int = 1
+    #: multi-condition subsets: append the cycles spent so far in each condition (Babu et al. 2016)
+    condition_history: bool = True
 
 
 class RulModel:
@@ -221,7 +223,7 @@ class RulModel:
             ) from exc
 
         cfg = self.config
-        self.multi_condition = len(np.unique(operating_conditions(train))) > 1
+        self.multi_condition = cfg.condition_history and len(np.unique(operating_conditions(train))) > 1
         self.normaliser.fit(train)
         data = build_dataset(
             train,
