@@ -30,7 +30,12 @@ from enginehub.harness.iothub.testing import free_loopback_ip
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _serve(host: str, data_dir: str, conn: mp.connection.Connection, profile: str | None = None) -> None:
+def _serve(
+    host: str,
+    data_dir: str,
+    conn: mp.connection.Connection,
+    profile: str | None = None,
+) -> None:
     import logging
 
     if profile:
@@ -62,6 +67,64 @@ def _serve(host: str, data_dir: str, conn: mp.connection.Connection, profile: st
     if profile:
         prof.disable()
         prof.dump_stats(profile)
+
+
+async def _hot_path(n: int = 20000) -> dict[str, float]:
+    """In-process CPU of the hub's per-message Python path (decode, validate, stamp, append, PUBACK) with
+    a stub transport: no TLS, no sockets, no event-loop wakeups."""
+    from enginehub.harness.bridge import LocalIotHub
+    from enginehub.harness.iothub import codec, topics
+    from enginehub.harness.iothub.server import IotHubEmulator, LifecycleState, MemoryRouter, _Connection
+
+    class _Stub(asyncio.Transport):
+        def write(self, data: bytes) -> None:
+            pass
+
+        def get_extra_info(self, name: str, default: object = None) -> object:
+            return ("stub", 0)
+
+        def abort(self) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    payload = b"1 1 -0.0007 -0.0004 100.0 518.67 641.82 1589.70 1400.60 14.62 21.61 554.36 2388.06 9046.19"
+
+    def measure(hub: IotHubEmulator) -> float:
+        hub.state = LifecycleState.RUNNING
+        conn = _Connection(hub)
+        conn.connection_made(_Stub())
+        token = auth.generate_sas_token(f"{hub.hostname}/devices/hot-1", hub.registry.derived_key("hot-1"))
+        user = f"{hub.hostname}/hot-1/?api-version=2019-10-01"
+        conn.data_received(codec.encode(codec.Connect("hot-1", username=user, password=token.encode())))
+        pkts = [
+            codec.encode(
+                codec.Publish(
+                    topics.telemetry_topic("hot-1", {"$.mid": f"hot-1-{i}", "$.ct": "text/plain"}),
+                    payload,
+                    1,
+                    i % 60000 + 1,
+                )
+            )
+            for i in range(n)
+        ]
+        t0 = time.process_time()
+        for p in pkts:
+            conn.data_received(p)
+        dt = time.process_time() - t0
+        conn.close("done", abort=True)
+        return round(dt / n * 1e6, 1)
+
+    out = {"memory_router": measure(IotHubEmulator(MemoryRouter()))}
+    with tempfile.TemporaryDirectory(prefix="enginehub-bench-") as d:
+        stack = LocalIotHub(data_dir=d)
+        await stack.eventhubs.start()
+        try:
+            out["eventhubs_append"] = measure(stack.iothub)
+        finally:
+            await stack.eventhubs.stop()
+    return out
 
 
 def _cpu_parts(pid: int) -> tuple[float, float]:
@@ -154,6 +217,12 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--profile", metavar="FILE", help="run the hub under cProfile and dump stats to FILE")
     args = ap.parse_args()
+    hot = asyncio.run(_hot_path())
+    print(
+        f"hub Python hot path, in process (no TLS/sockets): {hot['memory_router']} us/msg with a memory "
+        f"router, {hot['eventhubs_append']} us/msg with the Event Hubs encode + durable append",
+        flush=True,
+    )
     host = free_loopback_ip()
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
@@ -180,7 +249,16 @@ def main() -> int:
             if parent.poll(30):
                 parent.recv()
             proc.join(30)
-    print(json.dumps({"benchmark": "iothub_cpu", "python": sys.version.split()[0], "results": results}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "iothub_cpu",
+                "hot_path_us_per_msg": hot,
+                "python": sys.version.split()[0],
+                "results": results,
+            }
+        )
+    )
     return 0
 
 

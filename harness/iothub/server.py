@@ -157,8 +157,8 @@ class IotHubEmulator:
         if registry is None and self.data_dir is not None:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             registry = Registry.load_or_create(self.data_dir / "iothub-registry.json", hostname)
-            path = self.data_dir / "iothub-registry.json"
-            registry.on_change = lambda: registry.save(path)
+            self._registry_path = self.data_dir / "iothub-registry.json"
+            registry.on_change = self._schedule_save
         self.registry = registry or Registry(hostname)
         self.faults = faults or Faults()
         self.metrics = HubMetrics()
@@ -175,7 +175,30 @@ class IotHubEmulator:
         self._sessions: dict[str, _Session] = {}
         self._bucket: TokenBucket | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        self._save_handle: asyncio.TimerHandle | None = None
         self._route_nowait: Callable[[Telemetry], None] | None = getattr(router, "route_nowait", None)
+
+    # --- registry persistence (debounced: a connect storm of new group devices saves once) -----------
+
+    _registry_path: Path | None = None
+
+    def _schedule_save(self) -> None:
+        if self._save_handle is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._save_now()
+            return
+        self._save_handle = loop.call_later(0.5, self._save_now)
+
+    def _save_now(self) -> None:
+        self._save_handle = None
+        if self._registry_path is not None:
+            try:
+                self.registry.save(self._registry_path)
+            except OSError as exc:
+                LOG.error("cannot save the device registry to %s: %s", self._registry_path, exc)
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -237,6 +260,9 @@ class IotHubEmulator:
                 await asyncio.wait_for(self._server.wait_closed(), 5)
             except TimeoutError:
                 LOG.warning("IoT Hub server did not close within 5 s")
+        if self._save_handle is not None:
+            self._save_handle.cancel()
+            self._save_now()
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
