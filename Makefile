@@ -12,7 +12,7 @@ endif
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test test-unit test-integration lint format venv azurite clean
+.PHONY: help demo test test-unit test-integration test-e2e test-server-mode lint format venv azurite clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -46,6 +46,12 @@ test-unit: venv ## unit tests only (no I/O)
 
 test-integration: venv azurite ## integration tests only (real processes on loopback)
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+test-e2e: venv azurite ## end-to-end suites: simulator -> IoT Hub -> Event Hubs -> ingest nodes -> SQLite
+	$(PY) -m pytest tests/integration/e2e $(PYTEST_ARGS)
+
+test-server-mode: venv azurite ## the integration suites with every emulator as a child process
+	$(PY) -m pytest tests/integration --enginehub-target process $(PYTEST_ARGS)
 
 lint: venv ## ruff check + ruff format --check
 	$(VENV)/bin/ruff check .
