@@ -121,6 +121,17 @@ async def test_harness_up_json_no_azurite_then_sigterm(tmp_path):
             out, _ = _stop(proc)
             assert out == ""  # exactly one line in all
     assert (tmp_path / "iothub" / "iothub-registry.json").is_file()
+    # restart on the same --data-dir: same group key, CA and devices (device connection strings stay valid)
+    proc, again = _start(
+        "up", "--json", "--no-azurite", "--host", host, "--eventhubs-port", "0", "--data-dir", str(tmp_path)
+    )
+    try:
+        assert again["device_group_key"] == info["device_group_key"]
+        assert again["ca_cert"] == info["ca_cert"]
+        devices = json.loads(_cli("device", "list", "--admin", again["iothub_admin_url"]).stdout)
+        assert {d["deviceId"]: d["status"] for d in devices}["eng-1"] == "disabled"
+    finally:
+        _stop(proc)
 
 
 async def test_harness_iothub_alone_sigint():
