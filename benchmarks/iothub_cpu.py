@@ -209,6 +209,67 @@ def _sdk_scenario(info: dict, host: str, pid: int, devices: int, rate: float, du
     }
 
 
+def _serve_tls_echo(host: str, data_dir: str, conn: mp.connection.Connection) -> None:
+    """Baseline server: asyncio TLS on the same cert type, answering each 100-byte record with 4 bytes (what
+    a hub costs before any MQTT or append work)."""
+    from pathlib import Path
+
+    from enginehub.harness.iothub.certs import mint
+
+    async def main() -> None:
+        certs = mint([host], [host]).write(Path(data_dir))
+
+        class Echo(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                self.t = transport
+
+            def data_received(self, data: bytes) -> None:
+                for _ in range(max(1, len(data) // 100)):
+                    self.t.write(b"\x40\x02\x00\x01")  # type: ignore[attr-defined]
+
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(Echo, host, 8883, ssl=certs.server_context())
+        conn.send(certs.ca_pem.decode())
+        await loop.run_in_executor(None, conn.recv)
+        server.close()
+
+    asyncio.run(main())
+
+
+async def _tls_baseline(
+    host: str, ca_pem: str, pid: int, devices: int, rate: float, duration: float
+) -> float:
+    import ssl
+
+    ctx = ssl.create_default_context(cadata=ca_pem)
+    conns = [await asyncio.open_connection(host, 8883, ssl=ctx, server_hostname=host) for _ in range(devices)]
+    replies = [0]
+
+    async def reader(r: asyncio.StreamReader) -> None:
+        while data := await r.read(4096):
+            replies[0] += len(data) // 4
+
+    tasks = [asyncio.create_task(reader(r)) for r, _ in conns]
+    record = os.urandom(100)
+    loop = asyncio.get_running_loop()
+    start, sent = loop.time(), 0
+    cpu0 = _cpu_s(pid)
+    while sent / rate < duration:
+        due = start + sent / rate
+        if due > loop.time():
+            await asyncio.sleep(due - loop.time())
+        conns[sent % devices][1].write(record)
+        sent += 1
+    while replies[0] < sent and loop.time() < start + duration + 10:
+        await asyncio.sleep(0.05)
+    cpu = _cpu_s(pid) - cpu0
+    for _, w in conns:
+        w.transport.abort()
+    for t in tasks:
+        t.cancel()
+    return round(1e6 * cpu / max(1, replies[0]), 1)
+
+
 def _cpu_parts(pid: int) -> tuple[float, float]:
     """(user, system) CPU seconds of process ``pid`` (all its threads)."""
     with open(f"/proc/{pid}/stat") as f:
@@ -304,6 +365,7 @@ def main() -> int:
         default="raw",
         help="load: raw TLS MQTT devices on our codec (default; cheap) or real azure-iot-device clients",
     )
+    ap.add_argument("--no-baseline", action="store_true", help="skip the bare asyncio TLS baseline")
     ap.add_argument("--profile", metavar="FILE", help="run the hub under cProfile and dump stats to FILE")
     args = ap.parse_args()
     hot = asyncio.run(_hot_path())
@@ -342,10 +404,31 @@ def main() -> int:
             if parent.poll(30):
                 parent.recv()
             proc.join(30)
+    baseline: dict[str, float] = {}
+    if not args.no_baseline:
+        host = free_loopback_ip()
+        parent, child = ctx.Pipe()
+        with tempfile.TemporaryDirectory(prefix="enginehub-bench-") as data_dir:
+            proc = ctx.Process(target=_serve_tls_echo, args=(host, data_dir, child), daemon=True)
+            proc.start()
+            ca_pem = parent.recv()
+            try:
+                for rate in args.rates:
+                    us = asyncio.run(_tls_baseline(host, ca_pem, proc.pid, args.devices, rate, args.duration))
+                    baseline[str(rate)] = us
+                    print(
+                        f"[baseline] bare asyncio TLS server (4-byte reply per 100-byte record), "
+                        f"{args.devices} connections @ {rate:.0f}/s: {us} us/record",
+                        flush=True,
+                    )
+            finally:
+                parent.send("stop")
+                proc.join(30)
     print(
         json.dumps(
             {
                 "benchmark": "iothub_cpu",
+                "tls_baseline_us_per_record": baseline,
                 "hot_path_us_per_msg": hot,
                 "python": sys.version.split()[0],
                 "results": results,
