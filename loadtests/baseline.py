@@ -36,17 +36,19 @@ async def receive_and_discard(
     count = 0
     first: float | None = None
     last = 0.0
+    cpu_first = cpu_last = 0.0
+    first_batch = 0
     done = asyncio.Event()
 
     async def on_batch(ctx: Any, events: list[Any]) -> None:
-        nonlocal count, first, last
+        nonlocal count, first, last, cpu_first, cpu_last, first_batch
         if not events:
             return
         now = time.monotonic()
         if first is None:
-            first = now
+            first, cpu_first, first_batch = now, time.process_time(), len(events)
         count += len(events)
-        last = now
+        last, cpu_last = now, time.process_time()
         if count >= max_events:
             done.set()
 
@@ -73,10 +75,12 @@ async def receive_and_discard(
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     elapsed = (last - first) if first is not None else 0.0
+    after_first = count - first_batch  # events received between the first and the last callback
     return {
         "events": count,
         "seconds": round(elapsed, 3),
         "events_per_s": round(count / elapsed, 1) if elapsed > 0 else 0.0,
+        "cpu_us_per_event": round((cpu_last - cpu_first) / after_first * 1e6, 1) if after_first > 0 else None,
     }
 
 
