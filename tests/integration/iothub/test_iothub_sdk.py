@@ -200,3 +200,16 @@ async def test_two_hubs_on_127_0_0_2_and_127_0_0_3(sdk_client):
             await c.shutdown()
         for h in hubs:
             await h.stop()
+
+
+async def test_sas_renewal_reconnects_cleanly(hub, router, sdk_client):
+    # the SDK renews at expiry - 120 s with a full DISCONNECT + CONNECT: with a 125 s token, after ~5 s
+    client = sdk_client("eng-10", sastoken_ttl=125)
+    await client.connect()
+    await poll(lambda: hub.metrics.devices["eng-10"].connects >= 2, timeout=30, what="SAS renewal reconnect")
+    await poll(lambda: client.connected and hub.connected_devices() == ["eng-10"], what="reconnected")
+    await client.send_message("after renewal")
+    (m,) = await router.wait_for(1)
+    assert m.body == b"after renewal"
+    assert hub.metrics.takeovers == 0  # the old connection said DISCONNECT first
+    assert hub.metrics.auth_failures == 0
