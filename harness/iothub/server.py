@@ -57,6 +57,7 @@ LOG = logging.getLogger(__name__)
 DEFAULT_HOSTNAME = "enginehub-local.azure-devices.net"
 IOTHUB_PORT = 8883  # fixed by azure-iot-device
 MAX_SUBSCRIPTIONS = 5
+MAX_IDLE_S = 1767.0  # IoT Hub: idle timeout 1.5 x keepalive, at most 1767 s
 MAX_PACKET_SIZE = codec.DEFAULT_MAX_PACKET_SIZE
 
 
@@ -634,7 +635,7 @@ class _Connection(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         self.last_rx = loop.time()
         if pkt.keepalive:
-            self._keepalive_s = 1.5 * pkt.keepalive
+            self._keepalive_s = min(1.5 * pkt.keepalive, MAX_IDLE_S)  # the hub caps it at 1767 s
             self._timers.append(loop.call_later(self._keepalive_s, self._check_keepalive))
         self._timers.append(loop.call_later(max(0.0, token.se - now), self._token_expired))
 
