@@ -174,3 +174,24 @@ def test_bad_options_exit_2():
         env={k: v for k, v in os.environ.items() if k != "ENGINEHUB_IOTHUB_ADMIN"},
     )
     assert r.returncode != 0 and "--admin" in r.stderr
+
+
+def test_port_8883_in_use_exits_1_with_a_clear_message():
+    import socket
+
+    host = free_loopback_ip()
+    blocker = socket.socket()
+    blocker.bind((host, 8883))
+    blocker.listen(1)
+    try:
+        r = subprocess.run(
+            [*HARNESS, "up", "--json", "--no-azurite", "--host", host, "--eventhubs-port", "0"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        blocker.close()
+    assert r.returncode == 1
+    assert r.stdout == ""
+    assert "cannot start the local stack" in r.stderr and "8883" in r.stderr
