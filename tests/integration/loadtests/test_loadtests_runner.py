@@ -6,6 +6,7 @@ Locust headless are its children; the last stdout line must be the JSON object w
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -14,7 +15,14 @@ import pytest
 
 from enginehub.loadtests.__main__ import FAILOVER_KEYS, THROUGHPUT_KEYS
 
-pytestmark = pytest.mark.integration
+# never import locust here: it monkey-patches the whole interpreter (gevent); the runner starts it as a child
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        importlib.util.find_spec("locust") is None,
+        reason="locust is not installed (pip install -e '.[load]')",
+    ),
+]
 
 
 def run_runner(args: list[str], timeout: float) -> tuple[dict, subprocess.CompletedProcess]:
