@@ -185,6 +185,12 @@ class RawProducer:
         self.event = request_event or NoOpEvent()
         self.name = name
         self.sock: socket.socket | None = None
+        self._reset()
+        self.events_sent = 0
+        self.batches_sent = 0
+
+    def _reset(self) -> None:
+        """Connection state back to 'not connected' (the next send reconnects)."""
         self._parser = FrameParser(1 << 24)
         self._peer_max_frame = 512
         self._next_outgoing_id = 0
@@ -197,8 +203,6 @@ class RawProducer:
         self._attached: set[int] = set()
         self._detached: dict[int, Any] = {}
         self._closed: Any = None
-        self.events_sent = 0
-        self.batches_sent = 0
 
     # -- low-level I/O ------------------------------------------------------------------------------------
     def _write(self, data: bytes) -> None:
@@ -276,6 +280,13 @@ class RawProducer:
 
     # -- lifecycle ----------------------------------------------------------------------------------------
     def open(self) -> RawProducer:
+        try:
+            return self._open()
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self) -> RawProducer:
         info = self.info
         deadline = time.monotonic() + self.timeout
         self.sock = socket.create_connection((info.host, info.port), timeout=self.timeout)
@@ -366,16 +377,20 @@ class RawProducer:
         """Send pre-encoded events (see :func:`encode_event`) as one batch; block until accepted."""
         with measure(self.event, "amqp", self.name) as m:
             m.response_length = len(events)
-            if self.sock is None:
-                self.open()
-            if self._credit <= 0 or self._remote_incoming_window <= 0:
-                self._pump(lambda: self._credit > 0 and self._remote_incoming_window > 0, "credit")
-            delivery_id = self._transfer(
-                2, encode_batch(events), message_format=BATCH_MESSAGE_FORMAT, settled=False
-            )
-            self._credit -= 1
-            self._delivery_count += 1
-            self._pump(lambda: delivery_id in self._outcomes, "disposition")
+            try:
+                if self.sock is None:
+                    self.open()
+                if self._credit <= 0 or self._remote_incoming_window <= 0:
+                    self._pump(lambda: self._credit > 0 and self._remote_incoming_window > 0, "credit")
+                delivery_id = self._transfer(
+                    2, encode_batch(events), message_format=BATCH_MESSAGE_FORMAT, settled=False
+                )
+                self._credit -= 1
+                self._delivery_count += 1
+                self._pump(lambda: delivery_id in self._outcomes, "disposition")
+            except (OSError, AmqpError):  # connection or link gone, or no answer: reconnect on the next send
+                self.close()
+                raise
             code, error = self._outcomes.pop(delivery_id)
             if code != _ACCEPTED:
                 raise AmqpError(*_error_of(error)) if code == _REJECTED else AmqpError("outcome", repr(code))
@@ -393,6 +408,7 @@ class RawProducer:
             self.sock.close()
         finally:
             self.sock = None
+            self._reset()
 
     def __enter__(self) -> RawProducer:
         return self.open()

@@ -155,3 +155,26 @@ def test_parse_connection_string():
     )
     with pytest.raises(ValueError, match="EntityPath"):
         parse_connection_string("Endpoint=sb://h;SharedAccessKeyName=p;SharedAccessKey=k")
+
+
+def test_raw_producer_reconnects_after_the_emulator_restarts(eventhubs_process):
+    server = eventhubs_process(partitions=2)
+    cs = server.connection_string + ";EntityPath=eh1"
+    rec = RecordingEvent()
+    producer = RawProducer(cs, partition_id="0", request_event=rec, timeout=5)
+    try:
+        producer.send_batch([encode_event(b"a", "before")])
+        server.kill()
+        with pytest.raises((OSError, AmqpError)):
+            producer.send_batch([encode_event(b"b", "while-down")])
+        server.restart()
+        producer.send_batch([encode_event(b"c", "after")])  # a fresh connection, same producer object
+    finally:
+        producer.close()
+    assert [f["exception"] is None for f in rec.fired] == [True, False, True]
+    client = EventHubConsumerClient.from_connection_string(cs, "$Default")
+    try:
+        props = client.get_partition_properties("0")
+    finally:
+        client.close()
+    assert props["last_enqueued_sequence_number"] == 1  # 'before' and 'after'; nothing from the failed send
