@@ -55,6 +55,8 @@ _FLOAT = re.compile(_FLOAT_P)
 # The whole well-formed line at once (the fast path); anything else goes field by field for the message.
 _LINE = re.compile(rf"{_INT_P}[ \t]+{_INT_P}(?:[ \t]+{_FLOAT_P}){{{N_COLUMNS - 2}}}")
 _RESERVED = frozenset(FIELD_NAMES)
+#: The alphabet of `_decode_line_plain` (deleted by bytes.translate: anything left means "not plain").
+_PLAIN_BYTES = b"0123456789.+- \t"
 
 
 class PayloadError(ValueError):
@@ -96,8 +98,44 @@ def encode_line(row: Row) -> str:
     return " ".join(format_values(_checked(row)))
 
 
+def _decode_line_plain(data: bytes) -> Row | None:
+    """The common case, cheaply: only ASCII digits, '.', '+', '-', spaces and tabs, no exponent.
+
+    Over that alphabet ``int``/``float`` accept exactly what `_INT`/`_FLOAT` accept (less "+" on the
+    integers and more than 18 digits, both refused here), so a Row returned here is the one the
+    validating path returns. None means "not sure": the caller takes the validating path, which gives the
+    same result or the same PayloadError as before.
+    """
+    line = data.strip(b" \t\r\n")
+    if not line or line.translate(None, _PLAIN_BYTES):
+        return None
+    fields = line.split()
+    if len(fields) != N_COLUMNS:
+        return None
+    unit, cycle = fields[0], fields[1]
+    if not (unit.isdigit() and cycle.isdigit() and len(unit) <= 18 and len(cycle) <= 18):
+        return None
+    try:
+        values = tuple(map(float, fields[2:]))
+    except ValueError:
+        return None
+    u, c = int(unit), int(cycle)
+    # a finite sum means every value is finite (an overflowing sum just takes the validating path)
+    if 1 <= u <= MAX_ID and 1 <= c <= MAX_ID and math.isfinite(sum(values)):
+        return Row(u, c, values[:N_SETTINGS], values[N_SETTINGS:])
+    return None
+
+
 def decode_line(data: str | bytes) -> Row:
     """Parse one seed line into a Row; PayloadError names the offending field (1-based) and why."""
+    if type(data) is bytes and len(data) <= MAX_PAYLOAD_BYTES:
+        row = _decode_line_plain(data)
+        if row is not None:
+            return row
+    elif type(data) is str and len(data) <= MAX_PAYLOAD_BYTES and data.isascii():
+        row = _decode_line_plain(data.encode("ascii"))
+        if row is not None:
+            return row
     text = _text(data, "seed").strip(" \t\r\n")
     if not text:
         raise PayloadError("empty seed payload: expected 26 space-separated numbers")

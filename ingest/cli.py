@@ -103,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="earliest",
         help="where a partition without checkpoint starts: earliest | latest | a sequence number",
     )
+    p.add_argument(
+        "--checkpoint-interval",
+        type=float,
+        default=1.0,
+        help="min seconds between checkpoints of one partition; always after the write, the newest "
+        "confirmed batch wins, and the last one is written on close (0 = every batch; default %(default)s)",
+    )
     p.add_argument("--drain-timeout", type=float, default=30.0, help="max seconds to finish batches on stop")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus text on this port (0 = any free port)")
     p.add_argument("--metrics-host", default="127.0.0.1", help="metrics bind address (default %(default)s)")
@@ -158,6 +165,7 @@ async def _amain(args: argparse.Namespace) -> int:
         owner_id=args.owner_id,
         starting_position=_starting_position(args.starting_position),
         drain_timeout=args.drain_timeout,
+        checkpoint_interval=args.checkpoint_interval,
         sink_threads=1,  # one group-commit writer at a time
     )
     rules = load_rules(args.rules, default_table=args.table)
@@ -218,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             prefetch=args.prefetch,
             load_balancing_interval=args.load_balancing_interval,
             ownership_expiry=args.ownership_expiry,
+            checkpoint_interval=args.checkpoint_interval,
         ).validate()
         _starting_position(args.starting_position)
         load_rules(args.rules, default_table=args.table)

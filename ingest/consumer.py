@@ -11,6 +11,12 @@ Load balancing uses the SDK's own algorithm with tight defaults (``load_balancin
 ``ownership_expiry`` 5 s instead of 30 s / 180 s): a crashed node's partitions are claimable 5 s after its
 last renewal and claimed within one interval (+20 % jitter) of that, i.e. within about 7 s.
 
+Checkpoints are coalesced per partition: the first confirmed batch is checkpointed at once, and later
+ones at most every ``checkpoint_interval`` seconds (the newest confirmed batch wins; a timer writes it when
+no newer batch comes). A checkpoint write costs far more than its batch (a file or blob replaced), and the
+rows are idempotent, so a crash costs at most that interval of re-reading, never a loss or a duplicate.
+The pending checkpoint is always written before a partition is closed and before the client is closed.
+
 Graceful stop (``request_stop``/SIGTERM): new batches are no longer processed (they stay unCheckpointed
 and go to the next owner), the batches in flight are finished and checkpointed (bounded by
 ``drain_timeout``), then the client is closed. Closing is how the SDK releases ownership: there is no
@@ -60,6 +66,8 @@ class ConsumerOptions:
     max_row_attempts: int = 5
     sink_threads: int = 1
     track_lag: bool = True
+    checkpoint_interval: float = 1.0  # 0 = checkpoint every batch
+    write_linger: float = 0.02  # min seconds between the starts of two writes in a stream (0 = none)
 
     def validate(self) -> None:
         if self.batch_size < 1:
@@ -73,6 +81,8 @@ class ConsumerOptions:
                 f"ownership expiry ({self.ownership_expiry} s) must exceed the load balancing interval "
                 f"plus its 20 % jitter ({self.load_balancing_interval * 1.2:.1f} s), or owners flap"
             )
+        if self.checkpoint_interval < 0 or self.write_linger < 0:
+            raise ValueError("checkpoint interval and write linger must be >= 0 seconds")
         if self.prefetch < 1 or self.sink_threads < 1 or self.max_row_attempts < 1:
             raise ValueError("prefetch, sink threads and max row attempts must be >= 1")
 
@@ -85,6 +95,8 @@ def _body_bytes(event: Any) -> bytes:
         parts = list(body)
     except TypeError:
         return str(body).encode("utf-8")
+    if len(parts) == 1 and type(parts[0]) is bytes:  # the usual DATA body: one section
+        return parts[0]
     if all(isinstance(p, bytes | bytearray) for p in parts):
         return b"".join(parts)
     return event.body_as_str().encode("utf-8")
@@ -99,6 +111,7 @@ def _text(value: Any) -> str | None:
 
 
 _MESSAGE_PROPERTIES = ("correlation_id", "user_id", "to", "subject", "reply_to", "group_id")
+_MESSAGE_PROPERTY_KEYS = tuple((name, name.replace("_", "-").encode()) for name in _MESSAGE_PROPERTIES)
 
 
 def to_record(event: Any, eventhub: str, consumer_group: str, partition_id: str) -> EventRecord:
@@ -121,10 +134,10 @@ def to_record(event: Any, eventhub: str, consumer_group: str, partition_id: str)
         message_id = content_type = None
         if mprops is not None:
             message_id, content_type = mprops.message_id, mprops.content_type
-            for name in _MESSAGE_PROPERTIES:
+            for name, key in _MESSAGE_PROPERTY_KEYS:
                 value = getattr(mprops, name, None)
                 if value:
-                    system[name.replace("_", "-").encode()] = value
+                    system[key] = value
     props = {str(_text(k)): jsonable(v) for k, v in app.items()} if app else {}
     device = None
     for key in DEVICE_ID_KEYS:
@@ -187,6 +200,15 @@ def read_events(
     return records, dead
 
 
+@dataclass
+class _CheckpointState:
+    """Per partition: when the last checkpoint was taken, the confirmed one not yet written, its timer."""
+
+    last: float = -1e18
+    pending: tuple[Any, Any] | None = None  # (partition context, last event of a confirmed batch)
+    timer: asyncio.Task[None] | None = None
+
+
 class IngestConsumer:
     """``await consumer.run()`` until ``request_stop()``; returns 0 when every in-flight batch was
     written and checkpointed, 3 when the drain timed out (nothing lost: unconfirmed batches are simply not
@@ -221,12 +243,14 @@ class IngestConsumer:
         )
         self._pending: list[tuple[list[Any], list[Any], asyncio.Future[bool]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._last_flush = -1e18
         self._draining = False
         self._give_up = False
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
         self._stop = asyncio.Event()
+        self._checkpoints: dict[str, _CheckpointState] = {}
         self.client: Any = None
         self.owner_id: str | None = None
 
@@ -274,14 +298,10 @@ class IngestConsumer:
                     events[-1].sequence_number,
                 )
                 return
-            try:
-                await ctx.update_checkpoint(events[-1])
-                state = self.metrics.partition(pid)
-                state.last_sequence = int(events[-1].sequence_number)
-                state.checkpoints += 1
-            except Exception as exc:  # next batch's checkpoint covers this one; rows are idempotent
-                self.metrics.checkpoint_errors += 1
-                LOG.warning("partition %s: checkpoint failed (%s); will be covered by the next one", pid, exc)
+            last = getattr(events[-1], "sequence_number", None)
+            if isinstance(last, int):
+                self.metrics.partition(pid).last_written = last
+            await self._checkpoint(ctx, events[-1])
             self.metrics.observe_batch(time.monotonic() - started)
         finally:
             self._inflight -= 1
@@ -299,7 +319,15 @@ class IngestConsumer:
         return await future
 
     async def _flush(self) -> None:
+        linger = self.options.write_linger
         while self._pending:
+            # Linger: in a stream, start a write at most every `write_linger` seconds. Meanwhile the SDK
+            # buffers each waiting partition's next events, so batches grow and the per-batch costs (SDK
+            # callback, thread hop, commit) are shared by many events. An isolated batch is not delayed.
+            wait = self._last_flush + linger - time.monotonic()
+            if wait > 0 and not self._draining:
+                await asyncio.sleep(wait)
+            self._last_flush = time.monotonic()
             group, self._pending = self._pending, []
             rows = [row for item in group for row in item[0]]
             dls = [dl for item in group for dl in item[1]]
@@ -313,6 +341,69 @@ class IngestConsumer:
             for *_, future in group:
                 if not future.done():
                     future.set_result(ok)
+
+    # -- checkpoints (only ever for confirmed batches; coalesced per partition) ----------------------------
+    async def _checkpoint(self, ctx: Any, event: Any) -> None:
+        """Checkpoint ``event`` (the last of a confirmed batch) now, or leave it to the partition's timer
+        when the last checkpoint is younger than ``checkpoint_interval``."""
+        state = self._checkpoints.get(ctx.partition_id)
+        if state is None:
+            state = self._checkpoints[ctx.partition_id] = _CheckpointState()
+        interval = self.options.checkpoint_interval
+        if state.timer is None and time.monotonic() - state.last >= interval:
+            state.pending = None
+            await self._write_checkpoint(state, ctx, event)
+            return
+        state.pending = (ctx, event)
+        if state.timer is None:
+            state.timer = asyncio.create_task(self._checkpoint_later(state), name="ingest-checkpoint")
+
+    async def _checkpoint_later(self, state: _CheckpointState) -> None:
+        try:
+            while state.pending is not None:
+                delay = state.last + self.options.checkpoint_interval - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                if state.pending is None:
+                    break
+                (ctx, event), state.pending = state.pending, None
+                await self._write_checkpoint(state, ctx, event)
+        finally:
+            state.timer = None
+
+    async def _write_checkpoint(self, state: _CheckpointState, ctx: Any, event: Any) -> None:
+        pid = ctx.partition_id
+        state.last = time.monotonic()
+        try:
+            await ctx.update_checkpoint(event)
+        except Exception as exc:  # rows are idempotent: an older checkpoint only means re-reading
+            self.metrics.checkpoint_errors += 1
+            if state.pending is None:  # retried by the timer unless a newer batch supersedes it
+                state.pending = (ctx, event)
+            LOG.warning("partition %s: checkpoint failed (%s); will be retried or covered", pid, exc)
+            return
+        part = self.metrics.partition(pid)
+        if isinstance(event.sequence_number, int):
+            part.last_sequence = event.sequence_number
+        part.checkpoints += 1
+
+    async def _flush_checkpoint(self, pid: str) -> None:
+        """Write the partition's pending checkpoint now (before the partition or the client closes)."""
+        state = self._checkpoints.get(pid)
+        if state is None:
+            return
+        timer = state.timer
+        if timer is not None and timer is not asyncio.current_task():
+            timer.cancel()
+            await asyncio.gather(timer, return_exceptions=True)
+        if state.pending is not None:
+            (ctx, event), state.pending = state.pending, None
+            await self._write_checkpoint(state, ctx, event)
+            state.pending = None  # a failure here is logged and counted; nothing more can be done
+
+    async def _flush_checkpoints(self) -> None:
+        for pid in list(self._checkpoints):
+            await self._flush_checkpoint(pid)
 
     def _note_lag(self, ctx: Any) -> None:
         if not self.options.track_lag:
@@ -329,6 +420,7 @@ class IngestConsumer:
         LOG.info("partition %s claimed by %s", ctx.partition_id, self.owner_id)
 
     async def _on_close(self, ctx: Any, reason: Any) -> None:
+        await self._flush_checkpoint(ctx.partition_id)
         self.metrics.owned.discard(ctx.partition_id)
         LOG.info("partition %s closed (%s)", ctx.partition_id, getattr(reason, "name", reason))
 
@@ -400,6 +492,7 @@ class IngestConsumer:
             )
             self._give_up = True
             code = code or 3
+        await self._flush_checkpoints()  # confirmed batches only: unconfirmed ones never reach `pending`
         await self.client.close()  # stops the processor -> releases ownership (owner_id "")
         receive.cancel()
         await asyncio.gather(receive, return_exceptions=True)

@@ -17,12 +17,14 @@ class PartitionState:
     last_sequence: int = -1  # last event checkpointed (written)
     last_enqueued: int | None = None  # from last_enqueued_event_properties, when the service sends them
     checkpoints: int = 0
+    last_written: int = -1  # last event of a confirmed batch (checkpoints may trail it: coalesced)
 
     @property
     def lag(self) -> int | None:
+        """Events enqueued but not yet written (the checkpoint may trail by its interval)."""
         if self.last_enqueued is None:
             return None
-        return max(self.last_enqueued - self.last_sequence, 0)
+        return max(self.last_enqueued - max(self.last_written, self.last_sequence), 0)
 
 
 @dataclass

@@ -195,6 +195,10 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
+#: json.dumps(value, separators=(",", ":"), default=jsonable) without building an encoder per call
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=jsonable)
+
+
 def dumps(value: Any) -> str:
     """Compact JSON; values JSON cannot encode (bytes, datetimes from hand-built records) via jsonable."""
-    return json.dumps(value, separators=(",", ":"), default=jsonable)
+    return _ENCODER.encode(value)

@@ -86,10 +86,17 @@ def _load_codecs() -> tuple[Callable[[str], dict[str, Any]], Callable[[str], dic
     except (ImportError, AttributeError):
         return _fallback_seed, _fallback_json, "builtin"
 
+    # The decoders return a well-formed Row or raise (their error contract), so the columns can be taken
+    # from it without row_to_columns' second validation when the column names are ours.
+    same_columns = tuple(getattr(codecs, "COLUMN_NAMES", ())) == TYPED_COLUMNS
+
     def wrap(decode: Callable[[str], Any]) -> Callable[[str], dict[str, Any]]:
         def parse(text: str) -> dict[str, Any]:
             try:
-                return dict(row_to_columns(decode(text)))
+                row = decode(text)
+                if same_columns:
+                    return dict(zip(TYPED_COLUMNS, (row[0], row[1], *row[2], *row[3]), strict=True))
+                return dict(row_to_columns(row))
             except payload_error as exc:
                 raise PayloadFormatError(str(exc)) from exc
 

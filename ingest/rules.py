@@ -92,32 +92,37 @@ class Routed:
 def route(event: EventRecord, ruleset: RuleSet) -> Routed:
     """Rows and dead letters for one event (pure)."""
     out = Routed()
+    _route_into(out, event, ruleset, event.partition_context())
+    return out
+
+
+def _route_into(out: Routed, event: EventRecord, ruleset: RuleSet, context: dict[str, Any]) -> None:
     matching = [rule for rule in ruleset.rules if rule.matches(event)]
     if not matching:
-        out.unmatched = 1
+        out.unmatched += 1
         if ruleset.unmatched == "dead-letter":
             out.dead_letters.append(
                 DeadLetter.of(
                     event, f"no rule matched (eventhub {event.eventhub!r}, device {event.device_id!r})"
                 )
             )
-        return out
+        return
     try:
         text = event.body.decode("utf-8")
     except UnicodeDecodeError as exc:
         for rule in matching:
             out.dead_letters.append(DeadLetter.of(event, f"payload is not UTF-8: {exc}", rule.table))
-        return out
+        return
     parsed: dict[str, dict[str, Any] | str] = {}
     metadata = event.event_metadata()
-    context = event.partition_context()
     for rule in matching:
-        if rule.format not in parsed:
+        columns = parsed.get(rule.format)
+        if columns is None:
             try:
-                parsed[rule.format] = parse_payload(rule.format, text)
+                columns = parse_payload(rule.format, text)
             except PayloadFormatError as exc:
-                parsed[rule.format] = f"{effective_format(rule.format, text)} payload: {exc}"
-        columns = parsed[rule.format]
+                columns = f"{effective_format(rule.format, text)} payload: {exc}"
+            parsed[rule.format] = columns
         if isinstance(columns, str):
             out.dead_letters.append(DeadLetter.of(event, columns, rule.table))
             continue
@@ -135,16 +140,19 @@ def route(event: EventRecord, ruleset: RuleSet) -> Routed:
                 raw=event.body,
             )
         )
-    return out
 
 
 def route_batch(events: Sequence[EventRecord], ruleset: RuleSet) -> Routed:
+    """``route`` for a batch, into one :class:`Routed`; rows of one partition share one (read-only)
+    partition context dict, so sinks can encode it once per batch."""
     out = Routed()
+    contexts: dict[tuple[str, str, str], dict[str, Any]] = {}
     for event in events:
-        one = route(event, ruleset)
-        out.rows.extend(one.rows)
-        out.dead_letters.extend(one.dead_letters)
-        out.unmatched += one.unmatched
+        where = (event.eventhub, event.consumer_group, event.partition_id)
+        context = contexts.get(where)
+        if context is None:
+            context = contexts[where] = event.partition_context()
+        _route_into(out, event, ruleset, context)
     return out
 
 

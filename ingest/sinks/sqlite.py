@@ -7,9 +7,14 @@
 - Idempotent: ``INSERT OR IGNORE`` on the identity key (``id`` PRIMARY KEY); the number of new rows is
   the statement's rowcount, the rest are redeliveries.
 - Typed columns are computed on insert by the rules (SQLite has no generated columns from a parse).
-- A connection is opened per batch: a database that became unwritable (file permissions, disk full,
-  locked for longer than the busy timeout) is reported as :class:`SinkUnavailableError` on the next batch
-  instead of being masked by an old file descriptor.
+- One connection is kept between batches (opening one per batch cost more CPU than the inserts: with
+  WAL, closing the last connection checkpoints and removes the WAL file every time). It is dropped and
+  reopened whenever it could mask an outage: before each batch the file must still be the same file
+  (device, inode) and writable (``os.access``: catches ``chmod`` and, for root, ``chattr +i``);
+  otherwise, and after any failed write, the next batch opens a fresh connection, exactly as a
+  connection-per-batch sink would. A database that became unwritable (file permissions, disk full,
+  locked for longer than the busy timeout) is therefore reported as :class:`SinkUnavailableError` on the
+  next batch instead of being masked by an old file descriptor.
 """
 
 from __future__ import annotations
@@ -95,19 +100,42 @@ def dead_letter_insert_sql(table: str = DEAD_LETTER_TABLE) -> str:
 
 
 def _iso(value: dt.datetime | None) -> str | None:
-    return value.astimezone(dt.UTC).isoformat() if value is not None else None
+    if value is None:
+        return None
+    if value.tzinfo is dt.UTC:  # what the SDK hands out: no conversion needed
+        return value.isoformat()
+    return value.astimezone(dt.UTC).isoformat()
 
 
-def row_params(row: Row, now: str) -> tuple[object, ...]:
+def row_params(row: Row, now: str, context_json: str | None = None) -> tuple[object, ...]:
+    """Parameters of ``insert_sql``. ``context_json``: ``dumps(row.partition_context)`` when the caller
+    already has it (rows of one partition share it)."""
     return (
         row.key,
-        dumps(row.partition_context),
+        dumps(row.partition_context) if context_json is None else context_json,
         dumps(row.event_metadata),
         _iso(row.ts),
         now,
         row.payload,
-        *(row.columns.get(c) for c in TYPED_COLUMNS),
+        *map(row.columns.get, TYPED_COLUMNS),
     )
+
+
+def _rows_params(rows: Sequence[Row], now: str) -> dict[str, list[tuple[object, ...]]]:
+    """``row_params`` of each row grouped by table; the partition context JSON is encoded once per
+    distinct context object (the rules share one per batch)."""
+    by_table: dict[str, list[tuple[object, ...]]] = {}
+    contexts: dict[int, str] = {}
+    for row in rows:
+        context = row.partition_context
+        context_json = contexts.get(id(context))
+        if context_json is None:  # ids are stable here: every context is referenced by `rows`
+            context_json = contexts[id(context)] = dumps(context)
+        params = by_table.get(row.table)
+        if params is None:
+            params = by_table[row.table] = []
+        params.append(row_params(row, now, context_json))
+    return by_table
 
 
 def dead_letter_params(dl: DeadLetter, now: str) -> tuple[object, ...]:
@@ -146,6 +174,9 @@ class SqliteSink:
         self.description = f"sqlite:///{self.path}"
         self._tables: set[str] = set()
         self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._file_id: tuple[int, int] | None = None
+        self._sql: dict[str, str] = {}
 
     # -- connection ---------------------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -157,6 +188,35 @@ class SqliteSink:
             return conn
         except sqlite3.Error as exc:
             raise SinkUnavailableError(f"cannot open {self.path}: {exc}") from exc
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        """(device, inode) of the database file while it is there and writable, else None."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        if not os.access(self.path, os.W_OK):
+            return None
+        return st.st_dev, st.st_ino
+
+    def _drop(self) -> None:
+        conn, self._conn, self._file_id = self._conn, None, None
+        if conn is not None:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                LOG.debug("closing %s failed", self.path, exc_info=True)
+
+    def _connection(self) -> sqlite3.Connection:
+        """The kept connection while the file is still the same writable file; else a fresh one (which
+        then reports the outage on the write, as a connection per batch would)."""
+        file_id = self._file_identity()
+        if self._conn is not None and (file_id is None or file_id != self._file_id):
+            self._drop()
+        if self._conn is None:
+            self._conn = self._connect()
+            self._file_id = file_id
+        return self._conn
 
     def open(self, tables: Sequence[TableSpec] = ()) -> None:
         if not self.path.parent.is_dir():
@@ -182,11 +242,9 @@ class SqliteSink:
         if not rows and not dead_letters:
             return WriteResult()
         now = dt.datetime.now(dt.UTC).isoformat()
-        by_table: dict[str, list[tuple[object, ...]]] = {}
-        for row in rows:
-            by_table.setdefault(row.table, []).append(row_params(row, now))
+        by_table = _rows_params(rows, now)
         with self._lock:
-            conn = self._connect()
+            conn = self._connection()
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
@@ -195,7 +253,10 @@ class SqliteSink:
                             conn.execute(table_ddl(table))
                     inserted = 0
                     for table, params in by_table.items():
-                        cur = conn.executemany(insert_sql(table), params)
+                        sql = self._sql.get(table)
+                        if sql is None:
+                            sql = self._sql[table] = insert_sql(table)
+                        cur = conn.executemany(sql, params)
                         inserted += max(cur.rowcount, 0)
                     if dead_letters:
                         conn.executemany(
@@ -211,11 +272,15 @@ class SqliteSink:
                             LOG.debug("rollback on %s failed", self.path, exc_info=True)
                     raise
             except sqlite3.Error as exc:
+                self._drop()  # the next batch starts from a fresh connection
                 raise SinkUnavailableError(f"sqlite write to {self.path} failed: {exc}") from exc
-            finally:
-                conn.close()
+            except BaseException:
+                self._drop()
+                raise
             self._tables.update(by_table)
         return WriteResult(inserted=inserted, duplicates=len(rows) - inserted, dead_letters=len(dead_letters))
 
     def close(self) -> None:
-        """Nothing is held between batches."""
+        """Closes the kept connection (the last one to close checkpoints the WAL); harmless twice."""
+        with self._lock:
+            self._drop()
