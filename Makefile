@@ -12,7 +12,7 @@ endif
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test test-unit test-integration test-e2e test-server-mode lint format venv azurite clean
+.PHONY: help demo test test-unit test-integration test-e2e test-server-mode load-smoke bench-load bench lint format venv azurite clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -52,6 +52,18 @@ test-e2e: venv azurite ## end-to-end suites: simulator -> IoT Hub -> Event Hubs 
 
 test-server-mode: venv azurite ## the integration suites with every emulator as a child process
 	$(PY) -m pytest tests/integration --enginehub-target process $(PYTEST_ARGS)
+
+load-smoke: venv azurite ## short smokes of every Locust scenario (a few seconds each)
+	$(PY) -m pytest tests/integration/loadtests $(PYTEST_ARGS)
+
+bench-load: venv ## load benchmarks: sustained throughput (60 s) and failover figures, one JSON line each
+	$(PY) -m enginehub.loadtests throughput --duration 60 --json
+	$(PY) -m enginehub.loadtests failover --json
+
+bench: venv ## component benchmarks: Event Hubs CPU/event, IoT Hub CPU/message, ingest throughput ratios
+	$(PY) benchmarks/eventhubs_cpu.py
+	$(PY) benchmarks/iothub_cpu.py
+	$(PY) benchmarks/ingest_throughput.py --repeat 3
 
 lint: venv ## ruff check + ruff format --check
 	$(VENV)/bin/ruff check .
