@@ -27,7 +27,7 @@ from typing import Any
 from azure.eventhub.aio import EventHubConsumerClient
 
 from enginehub.ingest.checkpoint_file import FileCheckpointStore
-from enginehub.ingest.consumer import ConsumerOptions, IngestConsumer, to_record
+from enginehub.ingest.consumer import ConsumerOptions, IngestConsumer, to_record, tune_gc
 from enginehub.ingest.rules import load_rules, route
 from enginehub.ingest.sinks.sqlite import SqliteSink, insert_sql, row_params, table_ddl
 from enginehub.ingest.testing import message_id, produce, seed_line
@@ -177,9 +177,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=BATCH, help="max events per batch (both loops)")
     parser.add_argument("--prefetch", type=int, default=PREFETCH, help="per-partition prefetch (all loops)")
     parser.add_argument("--synchronous", default=SYNCHRONOUS, help="SQLite synchronous: full | normal")
+    parser.add_argument("--default-gc", action="store_true", help="keep CPython's GC thresholds (all loops)")
     args = parser.parse_args()
     globals().update(BATCH=args.batch_size, PREFETCH=args.prefetch, SYNCHRONOUS=args.synchronous)
     logging.basicConfig(level=logging.WARNING)
+    if not args.default_gc:
+        tune_gc()  # what the `ingest` CLI does; process-wide, so every variant runs with it
 
     groups = tuple(f"{v}{i}" for i in range(args.repeat) for v in ("bare", "ingest", "naive"))
     ctx = multiprocessing.get_context("spawn")

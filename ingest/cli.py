@@ -235,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, RuleConfigError, SinkError) as exc:
         parser.error(str(exc))
     try:
+        from enginehub.ingest.consumer import tune_gc
+
+        tune_gc()
         return asyncio.run(_amain(args))
     except (SinkError, RuleConfigError, ValueError) as exc:
         print(f"ingest: {exc}", file=sys.stderr)
