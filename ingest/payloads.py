@@ -111,6 +111,11 @@ _SEED, _JSON, CODEC_SOURCE = _load_codecs()
 def effective_format(fmt: str, text: str) -> str:
     """``auto`` resolved for one payload: ``json`` when it starts with ``{``, else ``seed``."""
     if fmt == "auto":
+        head = text[:1]
+        if head == "{":
+            return "json"
+        if not head.isspace():  # no leading blanks to skip: no copy of the text
+            return "seed"
         return "json" if text.lstrip().startswith("{") else "seed"
     return fmt
 

@@ -25,7 +25,9 @@ import os
 import sqlite3
 import threading
 from collections.abc import Sequence
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from pathlib import Path
+from typing import Any
 
 from enginehub.ingest.model import (
     DEAD_LETTER_TABLE,
@@ -107,13 +109,48 @@ def _iso(value: dt.datetime | None) -> str | None:
     return value.astimezone(dt.UTC).isoformat()
 
 
+#: the keys of ``EventRecord.event_metadata()``, in its order
+_METADATA_KEYS = (
+    "sequence_number",
+    "offset",
+    "enqueued_time",
+    "device_id",
+    "message_id",
+    "partition_key",
+    "content_type",
+    "system_properties",
+    "properties",
+)
+_METADATA_TEXT_KEYS = tuple((key, f',"{key}":') for key in _METADATA_KEYS[1:7])
+
+
+def metadata_json(meta: dict[str, Any]) -> str:
+    """``dumps(meta)``, assembled directly in the usual case (the event_metadata layout, text or null
+    fields, no properties): the same string, about half the CPU. Anything else goes to ``dumps``."""
+    if type(meta) is dict and len(meta) == 9 and tuple(meta) == _METADATA_KEYS:
+        seq, system, props = meta["sequence_number"], meta["system_properties"], meta["properties"]
+        if type(seq) is int and type(system) is dict and not system and type(props) is dict and not props:
+            parts = ['{"sequence_number":', int.__repr__(seq)]
+            for key, head in _METADATA_TEXT_KEYS:
+                value = meta[key]
+                if value is None:
+                    parts += (head, "null")
+                elif type(value) is str:
+                    parts += (head, encode_basestring_ascii(value))
+                else:
+                    return dumps(meta)
+            parts.append(',"system_properties":{},"properties":{}}')
+            return "".join(parts)
+    return dumps(meta)
+
+
 def row_params(row: Row, now: str, context_json: str | None = None) -> tuple[object, ...]:
     """Parameters of ``insert_sql``. ``context_json``: ``dumps(row.partition_context)`` when the caller
     already has it (rows of one partition share it)."""
     return (
         row.key,
         dumps(row.partition_context) if context_json is None else context_json,
-        dumps(row.event_metadata),
+        metadata_json(row.event_metadata),
         _iso(row.ts),
         now,
         row.payload,

@@ -10,13 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from enginehub.ingest.consumer import ConsumerOptions, IngestConsumer
-from enginehub.ingest.model import DEFAULT_TABLE, SinkUnavailableError
+from enginehub.ingest.model import DEFAULT_TABLE, SinkUnavailableError, dumps
 from enginehub.ingest.rules import load_rules, route_batch
 from enginehub.ingest.sinks.base import TableSpec
 from enginehub.ingest.sinks.memory import MemorySink
-from enginehub.ingest.sinks.sqlite import SqliteSink
+from enginehub.ingest.sinks.sqlite import _METADATA_KEYS, SqliteSink, metadata_json
 from enginehub.ingest.testing import make_event, message_id, seed_line, unwritable
 
 
@@ -154,3 +156,21 @@ def test_sqlite_unwritable_file_is_an_outage_even_with_a_kept_connection(tmp_pat
     assert sink.write(_rows(3, 2)).inserted == 2
     sink.close()
     assert _count(path) == 5
+
+
+_text = st.none() | st.text(max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    seq=st.integers(-(2**70), 2**70) | st.booleans(),
+    texts=st.tuples(_text, _text, _text, _text, _text, _text | st.integers()),
+    system=st.sampled_from([{}, {"k": "v"}, []]),
+    props=st.sampled_from([{}, {"fleet": "A"}]),
+)
+def test_metadata_json_is_exactly_dumps(seq: Any, texts: tuple[Any, ...], system: Any, props: Any) -> None:
+    meta = dict(zip(_METADATA_KEYS, (seq, *texts, system, props), strict=True))
+    assert metadata_json(meta) == dumps(meta)
+    assert metadata_json(make_event(3, message_id="m").event_metadata()) == dumps(
+        make_event(3, message_id="m").event_metadata()
+    )
