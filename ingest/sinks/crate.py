@@ -76,8 +76,12 @@ GENERATED_FORMATS = ("seed",)
 
 def generated_expression(col_index: int, col: str) -> str:
     """The seed line is space separated (C-MAPSS has runs of spaces and a trailing one): normalise the
-    whitespace, split, take field ``col_index`` (1-based in CrateDB arrays) and cast."""
-    fields = "string_to_array(regexp_replace(trim(payload), '\\s+', ' ', 'g'), ' ')"
+    whitespace, split, take field ``col_index`` (1-based in CrateDB arrays) and cast.
+
+    Every whitespace run becomes one space BEFORE trimming: CrateDB's ``trim()`` removes spaces only, and
+    the seed decoder accepts lines with leading/trailing tabs, CR or LF; trimming first left a leading
+    separator, an empty first field and a cast error for such a line (checked on a real CrateDB 6.4.3)."""
+    fields = "string_to_array(trim(regexp_replace(payload, '\\s+', ' ', 'g')), ' ')"
     return f"CAST({fields}[{col_index}] AS {_typed_type(col)})"
 
 

@@ -51,6 +51,27 @@ def test_rows_are_stored_with_typed_columns(sut: Any) -> None:
     assert one["sensor 21"] == seed_values(7, 5)[-1]
 
 
+def test_seed_lines_with_surrounding_tabs_and_line_breaks_get_their_typed_columns(sut: Any) -> None:
+    # The seed decoder accepts leading/trailing tabs, CR and LF; every sink must then store the same typed
+    # values (CrateDB computes them from the payload in generated columns: its trim() strips spaces only).
+    sut.sink.open([TableSpec()])
+    wrapped = {
+        1: "\t" + seed_line(7, 1),
+        2: "\n" + seed_line(7, 2) + "\r\n",
+        3: "\r\n\t " + seed_line(7, 3).replace(" ", "\t") + "\t",
+    }
+    events = [make_event(c, body, message_id=message_id(7, c)) for c, body in wrapped.items()]
+    routed = route_batch(events, RULES)
+    assert not routed.dead_letters
+    result = sut.sink.write(routed.rows)
+    assert (result.inserted, result.failures) == (3, [])
+    stored = sut.rows(DEFAULT_TABLE)
+    for c, body in wrapped.items():
+        one = stored[f"mid:{message_id(7, c)}"]
+        assert one["payload"] == body
+        assert (one["unit #"], one["cycle #"], one["sensor 21"]) == (7, c, seed_values(7, c)[-1])
+
+
 def test_redelivery_is_idempotent_by_key(sut: Any) -> None:
     sut.sink.open([TableSpec()])
     rows = _rows(10)
