@@ -90,6 +90,11 @@ EVENT_METADATA_TYPE = (
     "device_id TEXT, message_id TEXT, partition_key TEXT, content_type TEXT, "
     "system_properties OBJECT(IGNORED), properties OBJECT(IGNORED))"
 )
+#: Text of any length (event bodies up to 1 MB, their base64, error messages): no index AND no column store.
+#: ``INDEX OFF`` alone keeps the column store (doc values), which refuses values over 32 766 bytes with
+#: ``DocValuesField ... is too large`` (seen on a real CrateDB 6.4.3), a permanent per-row failure, and for a
+#: dead letter a failed write that the consumer retries forever.
+UNBOUNDED_TEXT = "TEXT INDEX OFF STORAGE WITH (columnstore = false)"
 PARTITION_CONTEXT_TYPE = "OBJECT(DYNAMIC) AS (eventhub TEXT, consumer_group TEXT, partition_id TEXT)"
 
 
@@ -103,7 +108,7 @@ def table_ddl(schema: str, spec: TableSpec) -> str:
         f"event_metadata {EVENT_METADATA_TYPE}",
         "ts TIMESTAMP WITH TIME ZONE",
         "ingested_at TIMESTAMP WITH TIME ZONE DEFAULT CURRENT_TIMESTAMP",
-        "payload TEXT INDEX OFF",
+        f"payload {UNBOUNDED_TEXT}",
     ]
     for i, col in enumerate(TYPED_COLUMNS, start=1):
         if generated:
@@ -127,8 +132,8 @@ def dead_letter_ddl(schema: str, table: str = DEAD_LETTER_TABLE) -> str:
         "  sequence_number BIGINT,\n"
         '  "offset" TEXT,\n'
         "  enqueued_time TIMESTAMP WITH TIME ZONE,\n"
-        "  reason TEXT INDEX OFF,\n"
-        "  raw_base64 TEXT INDEX OFF,\n"
+        f"  reason {UNBOUNDED_TEXT},\n"
+        f"  raw_base64 {UNBOUNDED_TEXT},\n"
         "  ingested_at TIMESTAMP WITH TIME ZONE DEFAULT CURRENT_TIMESTAMP,\n"
         "  PRIMARY KEY (target_table, id)\n)"
     )

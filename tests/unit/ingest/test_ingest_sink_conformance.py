@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from enginehub.ingest.model import DEFAULT_TABLE, DeadLetter
-from enginehub.ingest.rules import load_rules, route_batch
+from enginehub.ingest.rules import Rule, RuleSet, load_rules, route_batch
 from enginehub.ingest.sinks.base import Sink, TableSpec
 from enginehub.ingest.testing import make_event, message_id, seed_line, seed_values
 
@@ -115,6 +115,25 @@ def test_dead_letters_keep_raw_bytes_partition_sequence_and_reason(sut: Any) -> 
     assert set(stored) == {(DEFAULT_TABLE, "seq:3:41"), ("", "mid:m-42")}
     got = stored[(DEFAULT_TABLE, "seq:3:41")]
     assert got == {"raw": raw, "reason": "payload is not UTF-8", "partition": "3", "seq": 41}
+
+
+def test_large_raw_payload_and_large_dead_letter_are_stored(sut: Any) -> None:
+    # Event Hubs bodies go up to 1 MB: a raw-table row and a dead letter far over 32 KiB (CrateDB's limit on
+    # a column-store value) are stored whole, not refused row by row or retried forever.
+    raw_rules = RuleSet(rules=(Rule(table="raw_events", format="raw", name="raw"),))
+    sut.sink.open(raw_rules.tables())
+    body = "r" * 100_000
+    routed = route_batch([make_event(5, body, message_id="big-row")], raw_rules)
+    assert not routed.dead_letters
+    raw = bytes(range(256)) * 400  # 102 400 bytes, not UTF-8
+    dl = DeadLetter.of(
+        make_event(6, raw, partition_id="2"), "payload is not UTF-8 " + "x" * 40_000, DEFAULT_TABLE
+    )
+    result = sut.sink.write(routed.rows, [dl])
+    assert (result.inserted, result.failures, result.dead_letters) == (1, [], 1)
+    assert sut.rows("raw_events")["mid:big-row"]["payload"] == body
+    got = sut.dead_letters()[(DEFAULT_TABLE, "seq:2:6")]
+    assert got == {"raw": raw, "reason": dl.reason, "partition": "2", "seq": 6}
 
 
 def test_close_twice_is_harmless(sut: Any) -> None:
