@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import datetime
 import logging
+import struct
 from typing import Any
 
-from enginehub.harness.amqp.codec import Timestamp
-from enginehub.harness.eventhubs.message import encode_event
+from enginehub.harness.amqp.codec import Timestamp, encode_binary, encode_string, encode_symbol
+from enginehub.harness.eventhubs.message import FORMAT_VERSION, encode_event
 from enginehub.harness.eventhubs.server import EventHubsEmulator
 from enginehub.harness.iothub.server import Telemetry
 
@@ -67,6 +68,82 @@ def amqp_sections(telemetry: Telemetry) -> tuple[dict[str, Any], dict[str, Any],
     return props, app, ann
 
 
+def encode_telemetry(telemetry: Telemetry) -> bytes:
+    """The stored payload of ``telemetry``: the same bytes as ``encode_event`` over ``amqp_sections``.
+
+    The usual shape (string properties other than user-id and absolute-expiry-time, string or absent
+    application-property values, string annotations plus the enqueued time) is written directly, with the
+    per-device annotation entries cached; anything else takes the general path. Equality with the general
+    path is tested in ``tests/unit/iothub/test_iothub_bridge_encode.py``.
+    """
+    entries = []
+    for k, v in telemetry.annotations.items():
+        if type(v) is str:
+            e = _ANN_CACHE.get((k, v))
+            if e is None:
+                e = encode_symbol(k) + encode_string(v)
+                if len(_ANN_CACHE) >= _ANN_CACHE_MAX:
+                    _ANN_CACHE.clear()
+                _ANN_CACHE[(k, v)] = e
+        elif k == "iothub-enqueuedtime" and type(v) is int:
+            e = _ENQUEUED_TIME + _q(v)
+        else:
+            return _encode_general(telemetry)
+        entries.append(e)
+    tail = []
+    props = telemetry.properties
+    if props:
+        fields = [b"\x40"] * 13
+        for name, v in props.items():
+            slot = _PROPERTY_SLOTS.get(name)
+            if slot is None or type(v) is not str:
+                return _encode_general(telemetry)
+            fields[slot] = encode_symbol(v) if slot >= 6 else encode_string(v)
+        body = b"".join(fields)
+        n = len(body) + 1
+        if n < 256:
+            tail.append(b"\x00\x53\x73\xc0" + bytes((n, 13)) + body)
+        else:
+            tail.append(b"\x00\x53\x73\xd0" + _II(n + 3, 13) + body)
+    app = telemetry.application_properties
+    if app:
+        parts = []
+        for k, av in app.items():
+            if type(k) is not str:
+                return _encode_general(telemetry)
+            parts.append(encode_string(k))
+            if av is None:
+                parts.append(b"\x40")
+            elif type(av) is str:
+                parts.append(encode_string(av))
+            else:
+                return _encode_general(telemetry)
+        body = b"".join(parts)
+        count = len(parts)
+        if len(body) + 1 < 256 and count < 256:
+            tail.append(b"\x00\x53\x74\xc1" + bytes((len(body) + 1, count)) + body)
+        else:
+            tail.append(b"\x00\x53\x74\xd1" + _II(len(body) + 4, count) + body)
+    tail.append(b"\x00\x53\x75" + encode_binary(telemetry.body))
+    ann = b"".join(entries)
+    return _HDR(FORMAT_VERSION, 0, len(ann), 2 * len(entries)) + ann + b"".join(tail)
+
+
+def _encode_general(telemetry: Telemetry) -> bytes:
+    props, app, ann = amqp_sections(telemetry)
+    return encode_event(telemetry.body, properties=props, application_properties=app, annotations=ann)
+
+
+# properties-section slots (amqp:properties:list) of the string fields; 6 and 7 are symbols
+_PROPERTY_SLOTS = {"message-id": 0, "to": 2, "correlation-id": 5, "content-type": 6, "content-encoding": 7}
+_ENQUEUED_TIME = encode_symbol("iothub-enqueuedtime") + b"\x83"
+_ANN_CACHE: dict[tuple[str, str], bytes] = {}  # (annotation, value) -> encoded entry; per-device values
+_ANN_CACHE_MAX = 8192
+_q = struct.Struct(">q").pack
+_II = struct.Struct(">II").pack
+_HDR = struct.Struct(">BIII").pack
+
+
 class EventHubsRouter:
     """Routes telemetry into one hub of an in-process :class:`EventHubsEmulator` (started first)."""
 
@@ -74,6 +151,7 @@ class EventHubsRouter:
         self.emulator = emulator
         self.hub_name = hub_name
         self._hub: Any = None
+        self._partition_of: dict[str, Any] = {}  # device id -> Partition (bounded)
 
     def _get_hub(self) -> Any:
         if self._hub is None:
@@ -84,10 +162,14 @@ class EventHubsRouter:
 
     def route_nowait(self, telemetry: Telemetry) -> None:
         """Append synchronously (the store's append is synchronous and durable when it returns)."""
-        hub = self._get_hub()
-        props, app, ann = amqp_sections(telemetry)
-        payload = encode_event(telemetry.body, properties=props, application_properties=app, annotations=ann)
-        hub.partitions[hub.partition_for_key(telemetry.device_id)].append([(payload, None)])
+        partition = self._partition_of.get(telemetry.device_id)
+        if partition is None:
+            hub = self._get_hub()
+            partition = hub.partitions[hub.partition_for_key(telemetry.device_id)]
+            if len(self._partition_of) >= 65536:
+                self._partition_of.clear()
+            self._partition_of[telemetry.device_id] = partition
+        partition.append([(encode_telemetry(telemetry), None)])
 
     async def route(self, telemetry: Telemetry) -> None:
         self.route_nowait(telemetry)

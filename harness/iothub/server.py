@@ -46,6 +46,7 @@ from enginehub.harness.iothub.state import (
     AUTH_METHOD_SAS,
     MAX_MESSAGE_BYTES,
     Device,
+    DeviceMetrics,
     Faults,
     HubMetrics,
     Registry,
@@ -406,6 +407,9 @@ class _Connection(asyncio.Protocol):
         self._timers: list[asyncio.TimerHandle] = []
         self._keepalive_s = 0.0
         self._annotations: dict[str, Any] = {}
+        self._telemetry_prefix = "\0"  # "devices/{id}/messages/events" once connected
+        self._metrics_of: HubMetrics | None = None
+        self._dm: DeviceMetrics | None = None
 
     # --- transport callbacks ---------------------------------------------------------------------
 
@@ -617,6 +621,7 @@ class _Connection(asyncio.Protocol):
             metrics.auth_failures += 1
             raise
         self.device_id = pkt.client_id
+        self._telemetry_prefix = f"devices/{self.device_id}/messages/events"
         self.device = device
         self.token = token
         self.model_id = username.model_id
@@ -735,9 +740,16 @@ class _Connection(asyncio.Protocol):
 
     def _on_telemetry(self, pkt: codec.Publish) -> None:
         hub = self.hub
-        tt = topics.parse_telemetry_topic(pkt.topic)
-        if tt.device_id != self.device_id or tt.module_id is not None:
-            raise ProtocolViolation(f"publish to {pkt.topic[:100]!r} by device {self.device_id!r}")
+        topic = pkt.topic
+        prefix = self._telemetry_prefix
+        n = len(prefix)
+        if topic.startswith(prefix) and (len(topic) == n or topic[n] == "/"):
+            # this device's own topic (device ids hold no "/"): only the property bag left to parse
+            tt = topics.TelemetryTopic(self.device_id, None, topics.parse_property_bag(topic[n + 1 :]))
+        else:
+            tt = topics.parse_telemetry_topic(topic)
+            if tt.device_id != self.device_id or tt.module_id is not None:
+                raise ProtocolViolation(f"publish to {topic[:100]!r} by device {self.device_id!r}")
         telemetry = self._build_telemetry(pkt, tt)
         delay = hub._throttle_delay()
         route_nowait = hub._route_nowait
@@ -752,7 +764,15 @@ class _Connection(asyncio.Protocol):
             return
         if self._after_append(pkt, telemetry):
             self._write(codec.encode_puback(pkt.packet_id))  # type: ignore[arg-type]
-            hub.metrics.device(self.device_id).puback_latency_s_total += time.perf_counter() - started
+            self._device_metrics().puback_latency_s_total += time.perf_counter() - started
+
+    def _device_metrics(self) -> DeviceMetrics:
+        """This device's metrics entry, kept per connection (looked up again after ``hub.reset()``)."""
+        m = self.hub.metrics
+        if self._metrics_of is not m:
+            self._metrics_of = m
+            self._dm = m.device(self.device_id)
+        return self._dm  # type: ignore[return-value]
 
     async def _telemetry_async(self, pkt: codec.Publish, telemetry: Telemetry, delay: float) -> None:
         hub = self.hub
@@ -772,7 +792,7 @@ class _Connection(asyncio.Protocol):
         if hub.faults.puback_delay_s:
             await asyncio.sleep(hub.faults.puback_delay_s)
         self._write(codec.encode_puback(pkt.packet_id))  # type: ignore[arg-type]
-        hub.metrics.device(self.device_id).puback_latency_s_total += time.perf_counter() - started
+        self._device_metrics().puback_latency_s_total += time.perf_counter() - started
 
     def _route_failed(self, exc: Exception) -> None:
         # nothing is lost: no PUBACK, so the device re-sends after reconnecting
@@ -788,7 +808,7 @@ class _Connection(asyncio.Protocol):
         """Count the appended message and apply the PUBACK faults; True if the PUBACK is to be sent."""
         hub = self.hub
         m = hub.metrics
-        dm = m.device(self.device_id)
+        dm = self._device_metrics()
         m.messages += 1
         dm.messages += 1
         n = len(pkt.payload)
