@@ -209,12 +209,16 @@ def _sdk_scenario(info: dict, host: str, pid: int, devices: int, rate: float, du
     }
 
 
-def _serve_tls_echo(host: str, data_dir: str, conn: mp.connection.Connection) -> None:
-    """Baseline server: asyncio TLS on the same cert type, answering each 100-byte record with 4 bytes (what
-    a hub costs before any MQTT or append work)."""
+def _serve_tls_echo(
+    host: str, data_dir: str, conn: mp.connection.Connection, transport: str = "asyncio"
+) -> None:
+    """Baseline server: TLS on the same cert type, answering each 100-byte record with 4 bytes (what a hub
+    costs before any MQTT or append work). ``transport``: ``asyncio`` (``create_server(ssl=...)``, its
+    Python ``SSLProtocol``) or ``hub`` (``enginehub.harness.iothub.tls``, the hub's own transport)."""
     from pathlib import Path
 
     from enginehub.harness.iothub.certs import mint
+    from enginehub.harness.iothub.tls import start_tls_server
 
     async def main() -> None:
         certs = mint([host], [host]).write(Path(data_dir))
@@ -228,7 +232,10 @@ def _serve_tls_echo(host: str, data_dir: str, conn: mp.connection.Connection) ->
                     self.t.write(b"\x40\x02\x00\x01")  # type: ignore[attr-defined]
 
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(Echo, host, 8883, ssl=certs.server_context())
+        if transport == "hub":
+            server = await start_tls_server(loop, Echo, host, 8883, certs.server_context())
+        else:
+            server = await loop.create_server(Echo, host, 8883, ssl=certs.server_context())
         conn.send(certs.ca_pem.decode())
         await loop.run_in_executor(None, conn.recv)
         server.close()
@@ -404,20 +411,22 @@ def main() -> int:
             if parent.poll(30):
                 parent.recv()
             proc.join(30)
-    baseline: dict[str, float] = {}
-    if not args.no_baseline:
+    baseline: dict[str, dict[str, float]] = {}
+    for transport, label in (("hub", "the hub's TLS transport"), ("asyncio", "asyncio create_server TLS")):
+        if args.no_baseline:
+            break
         host = free_loopback_ip()
         parent, child = ctx.Pipe()
         with tempfile.TemporaryDirectory(prefix="enginehub-bench-") as data_dir:
-            proc = ctx.Process(target=_serve_tls_echo, args=(host, data_dir, child), daemon=True)
+            proc = ctx.Process(target=_serve_tls_echo, args=(host, data_dir, child, transport), daemon=True)
             proc.start()
             ca_pem = parent.recv()
             try:
                 for rate in args.rates:
                     us = asyncio.run(_tls_baseline(host, ca_pem, proc.pid, args.devices, rate, args.duration))
-                    baseline[str(rate)] = us
+                    baseline.setdefault(transport, {})[str(rate)] = us
                     print(
-                        f"[baseline] bare asyncio TLS server (4-byte reply per 100-byte record), "
+                        f"[baseline] bare server on {label} (4-byte reply per 100-byte record), "
                         f"{args.devices} connections @ {rate:.0f}/s: {us} us/record",
                         flush=True,
                     )

@@ -52,6 +52,7 @@ from enginehub.harness.iothub.state import (
     Registry,
     TokenBucket,
 )
+from enginehub.harness.iothub.tls import TlsServer, start_tls_server
 
 LOG = logging.getLogger(__name__)
 
@@ -170,7 +171,7 @@ class IotHubEmulator:
         self.certs = certs
         self.state = LifecycleState.NEW
         self.ready = asyncio.Event()
-        self._server: asyncio.AbstractServer | None = None
+        self._server: TlsServer | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._conns: set[_Connection] = set()
         self._by_device: dict[str, _Connection] = {}
@@ -222,13 +223,14 @@ class IotHubEmulator:
                 )
         ctx = self.certs.server_context()
         try:
-            self._server = await asyncio.get_running_loop().create_server(
+            self._server = await start_tls_server(
+                asyncio.get_running_loop(),
                 lambda: _Connection(self),
                 self.host,
                 self.port,
-                ssl=ctx,
+                ctx,
                 backlog=4096,
-                ssl_handshake_timeout=15,
+                handshake_timeout=15,
             )
         except OSError:
             self.state = LifecycleState.STOPPED
