@@ -24,6 +24,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Sequence
 from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from pathlib import Path
@@ -255,12 +256,32 @@ class SqliteSink:
             self._file_id = file_id
         return self._conn
 
+    def _enable_wal(self, conn: sqlite3.Connection) -> str:
+        """``PRAGMA journal_mode=WAL``, retried on SQLITE_BUSY until ``busy_timeout``.
+
+        Switching a fresh database to WAL escalates a shared lock to an exclusive one. When several
+        processes open the same new file at once (ingest nodes started together), SQLite returns
+        SQLITE_BUSY to all but one of them *without* calling the busy handler (lock escalation could
+        deadlock), so the connection's timeout does not apply and a node failed to start with "database
+        is locked". The winner's switch takes milliseconds; the others retry here until it is done."""
+        deadline = time.monotonic() + self.busy_timeout
+        delay = 0.005
+        while True:
+            try:
+                return str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
+            except sqlite3.OperationalError as exc:
+                busy = (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_BUSY
+                if not busy or time.monotonic() + delay > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
     def open(self, tables: Sequence[TableSpec] = ()) -> None:
         if not self.path.parent.is_dir():
             raise SinkConfigError(f"sqlite sink: directory {self.path.parent} does not exist")
         conn = self._connect()
         try:
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            mode = self._enable_wal(conn)
             if str(mode).lower() != "wal":
                 LOG.warning("sqlite %s: journal_mode is %s, not WAL", self.path, mode)
             conn.execute("BEGIN IMMEDIATE")
