@@ -17,7 +17,6 @@ import asyncio
 import collections
 import json
 import logging
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from enginehub.harness.eventhubs.config import EmulatorConfig
 from enginehub.harness.eventhubs.errors import QuotaExceeded, ReceiverStolen
 from enginehub.harness.eventhubs.links import MAX_NON_EPOCH_READERS, Consumer, EventHubsHandler
 from enginehub.harness.eventhubs.state import EventHubsStore
+from enginehub.harness.runtime import LoopThread
 
 LOG = logging.getLogger(__name__)
 
@@ -235,70 +235,18 @@ class EventHubsEmulator:
             writer.close()
 
 
-class EmulatorThread:
+class EmulatorThread(LoopThread):
     """Run an ``EventHubsEmulator`` on its own event loop in a background thread (pytest, Locust, scripts).
 
     ``with EmulatorThread(EventHubsEmulator(cfg, port=0)) as emu: ...`` returns once it accepts connections.
     """
 
     def __init__(self, emulator: EventHubsEmulator, startup_timeout: float = 30.0) -> None:
+        super().__init__(lambda: emulator, startup_timeout, name="eventhubs-emulator")
         self.emulator = emulator
-        self.startup_timeout = startup_timeout
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._started = threading.Event()
-        self._error: BaseException | None = None
-        self._stop: asyncio.Event | None = None
 
     def start(self) -> EventHubsEmulator:
-        self._thread = threading.Thread(target=self._run, name="eventhubs-emulator", daemon=True)
-        self._thread.start()
-        if not self._started.wait(self.startup_timeout):
-            raise TimeoutError(f"the Event Hubs emulator did not start within {self.startup_timeout} s")
-        if self._error is not None:
-            raise self._error
-        return self.emulator
-
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        self.loop = loop
-        try:
-            loop.run_until_complete(self._main())
-        finally:
-            loop.close()
-
-    async def _main(self) -> None:
-        self._stop = asyncio.Event()
-        try:
-            await self.emulator.start()
-        except BaseException as exc:
-            self._error = exc
-            self._started.set()
-            return
-        self._started.set()
-        try:
-            await self._stop.wait()
-        finally:
-            await self.emulator.stop()
-
-    def call(self, fn: Any, *args: Any) -> Any:
-        """Run ``fn(*args)`` on the emulator's loop thread and return its result (state access from tests)."""
-        assert self.loop is not None
-
-        async def run() -> Any:
-            return fn(*args)
-
-        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(30)
-
-    def stop(self) -> None:
-        if self.loop is not None and self._stop is not None and self._thread is not None:
-            if self._thread.is_alive():
-                self.loop.call_soon_threadsafe(self._stop.set)
-            self._thread.join(30)
-        self._thread = None
+        return super().start()
 
     def __enter__(self) -> EventHubsEmulator:
         return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -13,7 +13,6 @@ so any number of unique device ids can connect without registry calls.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from enginehub.harness.providers.base import ProviderUnavailable
+from enginehub.harness.runtime import LoopThread
 
 LOG = logging.getLogger(__name__)
 
@@ -64,75 +64,16 @@ class IotHubEndpoint:
         return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-class LoopThread:
-    """Run an asyncio service (``await start()`` / ``await stop()``) on its own loop in a daemon thread.
-    ``factory`` builds the service on that loop; ``call(fn)`` runs ``fn(service)`` there."""
-
-    def __init__(self, factory: Callable[[], Any], startup_timeout: float = 30.0) -> None:
-        self.factory = factory
-        self.startup_timeout = startup_timeout
-        self.service: Any = None
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._started = threading.Event()
-        self._stop: asyncio.Event | None = None
-        self._error: BaseException | None = None
-
-    def start(self) -> Any:
-        self._thread = threading.Thread(target=self._run, name="enginehub-loop", daemon=True)
-        self._thread.start()
-        if not self._started.wait(self.startup_timeout):
-            raise ProviderUnavailable(f"the service did not start within {self.startup_timeout:.0f} s")
-        if self._error is not None:
-            raise ProviderUnavailable(f"the service did not start: {self._error!r}") from self._error
-        return self.service
-
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        self.loop = loop
-        try:
-            loop.run_until_complete(self._main())
-        finally:
-            loop.close()
-
-    async def _main(self) -> None:
-        self._stop = asyncio.Event()
-        try:
-            self.service = self.factory()
-            await self.service.start()
-        except BaseException as exc:
-            self._error = exc
-            self._started.set()
-            return
-        self._started.set()
-        try:
-            await self._stop.wait()
-        finally:
-            await self.service.stop()
-
-    def call(self, fn: Callable[[Any], Any], timeout: float = 30.0) -> Any:
-        assert self.loop is not None
-
-        async def run() -> Any:
-            return fn(self.service)
-
-        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout)
-
-    def stop(self) -> None:
-        if self.loop is not None and self._stop is not None and self._thread is not None:
-            if self._thread.is_alive():
-                self.loop.call_soon_threadsafe(self._stop.set)
-            self._thread.join(30)
-        self._thread = None
-
-
 def _local(partitions: int) -> tuple[IotHubEndpoint, Callable[[], None]]:
     from enginehub.harness.bridge import LocalIotHub
     from enginehub.harness.iothub.testing import free_loopback_ip
 
     host = free_loopback_ip()
-    runner = LoopThread(lambda: LocalIotHub(host=host, partitions=partitions))
-    stack = runner.start()
+    runner = LoopThread(lambda: LocalIotHub(host=host, partitions=partitions), name="iothub-local")
+    try:
+        stack = runner.start()
+    except Exception as exc:
+        raise ProviderUnavailable(f"the service did not start: {exc!r}") from exc
     hub = stack.iothub
     endpoint = IotHubEndpoint(
         provider="local",
