@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
 import logging
 from pathlib import Path
-from typing import Any
 
 from enginehub.harness.amqp.connection import AMQPConnection
 from enginehub.harness.amqp.errors import Condition
 from enginehub.harness.eventhubs.config import EmulatorConfig
 from enginehub.harness.eventhubs.errors import QuotaExceeded, ReceiverStolen
+from enginehub.harness.eventhubs.health import HealthServer
 from enginehub.harness.eventhubs.links import MAX_NON_EPOCH_READERS, Consumer, EventHubsHandler
 from enginehub.harness.eventhubs.state import EventHubsStore
 from enginehub.harness.runtime import LoopThread
@@ -80,7 +79,7 @@ class EventHubsEmulator:
         self.stats: collections.Counter[str] = collections.Counter()
         self._receivers: dict[tuple[str, str, str], list[Consumer]] = {}
         self._server: asyncio.base_events.Server | None = None
-        self._http: asyncio.base_events.Server | None = None
+        self._http: HealthServer | None = None
         self._trimmer: asyncio.Task[None] | None = None
 
     # ----------------------------------------------------------------- lifecycle
@@ -94,8 +93,9 @@ class EventHubsEmulator:
             self._server = await loop.create_server(self._protocol, self.host, self.port, reuse_address=True)
             self.port = self._server.sockets[0].getsockname()[1]
             if self.http_port is not None:
-                self._http = await asyncio.start_server(self._health, self.host, self.http_port)
-                self.http_port = self._http.sockets[0].getsockname()[1]
+                self._http = HealthServer(self.host, self.http_port, check=self._health_check)
+                await self._http.start()
+                self.http_port = self._http.port
         except BaseException:
             await self.stop()
             raise
@@ -116,17 +116,17 @@ class EventHubsEmulator:
         if self._trimmer is not None:
             self._trimmer.cancel()
             self._trimmer = None
-        for server in (self._server, self._http):
-            if server is not None:
-                server.close()
+        if self._server is not None:
+            self._server.close()
         for conn in list(self.connections):
             conn.close(Condition.CONNECTION_FORCED, "The emulator is shutting down.")
-        for server in (self._server, self._http):
-            if server is not None:
-                try:
-                    await asyncio.wait_for(server.wait_closed(), 5)
-                except TimeoutError:
-                    LOG.warning("listener did not close within 5 s")
+        if self._server is not None:
+            try:
+                await asyncio.wait_for(self._server.wait_closed(), 5)
+            except TimeoutError:
+                LOG.warning("listener did not close within 5 s")
+        if self._http is not None:
+            await self._http.stop()
         self._server = self._http = None
         if self.store is not None:
             self.store.close()
@@ -208,31 +208,11 @@ class EventHubsEmulator:
                 del self._receivers[consumer.key]
 
     # ----------------------------------------------------------------- health
-    async def _health(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-            line = request.split(b"\r\n", 1)[0].decode("latin-1")
-            parts = line.split()
-            if len(parts) >= 2 and parts[0] == "GET" and parts[1].split("?")[0] == "/health":
-                healthy = self.state == "running"
-                status = "200 OK" if healthy else "503 Service Unavailable"
-                body: dict[str, Any] = {
-                    "status": "healthy" if healthy else "unhealthy",
-                    "message": "Service is healthy." if healthy else f"Service is {self.state}.",
-                }
-            else:
-                status, body = "404 Not Found", {"error": "only GET /health is served"}
-            raw = json.dumps(body).encode()
-            writer.write(
-                f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(raw)}\r\n"
-                "Connection: close\r\n\r\n".encode()
-                + raw
-            )
-            await writer.drain()
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+    def _health_check(self) -> tuple[bool, str]:
+        """``GET /health`` (eventhubs/health.py): healthy while running and the store is open."""
+        if self.state != "running":
+            return False, f"Service is {self.state}."
+        return self.store.health()
 
 
 class EmulatorThread(LoopThread):
