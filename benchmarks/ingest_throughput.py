@@ -17,6 +17,7 @@ import functools
 import json
 import logging
 import multiprocessing
+import os
 import sqlite3
 import statistics
 import tempfile
@@ -31,12 +32,14 @@ from enginehub.ingest.consumer import ConsumerOptions, IngestConsumer, to_record
 from enginehub.ingest.rules import load_rules, route
 from enginehub.ingest.sinks.sqlite import SqliteSink, insert_sql, row_params, table_ddl
 from enginehub.ingest.testing import message_id, produce, seed_line
+from enginehub.ingest.worker import WorkerSpec
 
 LOG = logging.getLogger(__name__)
 HUB = "eh1"
 GROUPS = ("bare", "ingest", "naive")
 BATCH, PREFETCH = 500, 1000
 SYNCHRONOUS = "full"
+SINK_WORKER = True  # as the `ingest` CLI (--sink-worker, its default)
 
 
 def _run_emulator(partitions: int, out: Any, stop: Any, groups: tuple[str, ...] = GROUPS) -> None:
@@ -51,6 +54,18 @@ def _run_emulator(partitions: int, out: Any, stop: Any, groups: tuple[str, ...] 
                 await asyncio.sleep(0.2)
 
     asyncio.run(main())
+
+
+WORKER_CPU: list[float] = []  # sink worker CPU-us per event, incl. its start-up
+
+
+def _process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a child process so far (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _client(cs: str, group: str, **kw: Any) -> EventHubConsumerClient:
@@ -103,7 +118,14 @@ async def our_consumer(
     store = FileCheckpointStore(workdir / f"{group}.ckpt")
     factory = functools.partial(_client, cs, group)
     opts = ConsumerOptions(consumer_group=group, batch_size=BATCH, prefetch=PREFETCH, track_lag=False)
-    consumer = IngestConsumer(factory, store, sink, load_rules(None), opts)
+    worker = None
+    if SINK_WORKER and SYNCHRONOUS != "memory":
+        worker = WorkerSpec(
+            sink_factory=functools.partial(SqliteSink, workdir / f"{group}.db", synchronous=SYNCHRONOUS),
+            rules_factory=functools.partial(load_rules, None),
+            log_level=logging.WARNING,
+        )
+    consumer = IngestConsumer(factory, store, sink, load_rules(None), opts, worker=worker)
     first: list[tuple[float, float]] = []  # (wall, process CPU) when the first event arrived
     handler = consumer._on_batch
 
@@ -117,6 +139,8 @@ async def our_consumer(
     task = asyncio.create_task(consumer.run())
     await _until(lambda: consumer.metrics.rows_written >= n, timeout)
     end, cpu_end = time.perf_counter(), time.process_time()
+    if consumer.worker is not None and consumer.worker.process is not None:
+        WORKER_CPU.append(_process_cpu(consumer.worker.process.pid) / n * 1e6)
     consumer.request_stop()
     await task
     if SYNCHRONOUS == "memory":
@@ -177,9 +201,17 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=BATCH, help="max events per batch (both loops)")
     parser.add_argument("--prefetch", type=int, default=PREFETCH, help="per-partition prefetch (all loops)")
     parser.add_argument("--synchronous", default=SYNCHRONOUS, help="SQLite synchronous: full | normal")
+    parser.add_argument(
+        "--no-sink-worker", action="store_true", help="rules and sink in the receiving process (threads)"
+    )
     parser.add_argument("--default-gc", action="store_true", help="keep CPython's GC thresholds (all loops)")
     args = parser.parse_args()
-    globals().update(BATCH=args.batch_size, PREFETCH=args.prefetch, SYNCHRONOUS=args.synchronous)
+    globals().update(
+        BATCH=args.batch_size,
+        PREFETCH=args.prefetch,
+        SYNCHRONOUS=args.synchronous,
+        SINK_WORKER=not args.no_sink_worker,
+    )
     logging.basicConfig(level=logging.WARNING)
     if not args.default_gc:
         tune_gc()  # what the `ingest` CLI does; process-wide, so every variant runs with it
@@ -246,6 +278,9 @@ def main() -> None:
             f"{label} : {med[k]:8.0f} events/s (median; start-up {up:.2f} s; "
             f"consumer-process CPU {load:.0%}, {us:.0f} CPU-us/event incl. start-up, {st:.0f} after it)"
         )
+    if WORKER_CPU:
+        us = statistics.median(WORKER_CPU)
+        print(f"sink worker process          : {us:.0f} CPU-us/event incl. its start-up")
     print(f"ratio consumer / bare SDK    : {med['ingest'] / med['bare']:.2f} (target >= 0.85)")
     print(f"ratio consumer / naive       : {med['ingest'] / med['naive']:.1f} (target >= 10)")
     print(
@@ -261,6 +296,7 @@ def main() -> None:
                 "ratio_vs_naive": round(med["ingest"] / med["naive"], 2),
                 "cpu_us_per_event": {k: round(statistics.median(v)) for k, v in cpu_us.items()},
                 "steady_cpu_us_per_event": {k: round(statistics.median(v)) for k, v in steady_us.items()},
+                "sink_worker_cpu_us_per_event": round(statistics.median(WORKER_CPU)) if WORKER_CPU else None,
             }
         )
     )

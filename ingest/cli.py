@@ -110,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="min seconds between checkpoints of one partition; always after the write, the newest "
         "confirmed batch wins, and the last one is written on close (0 = every batch; default %(default)s)",
     )
+    p.add_argument(
+        "--sink-worker",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="apply the rules and write in a child process, so that receiving (the SDK) does not share "
+        "a core and a GIL with them (default: on; off for memory:// sinks)",
+    )
     p.add_argument("--drain-timeout", type=float, default=30.0, help="max seconds to finish batches on stop")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus text on this port (0 = any free port)")
     p.add_argument("--metrics-host", default="127.0.0.1", help="metrics bind address (default %(default)s)")
@@ -178,7 +185,20 @@ async def _amain(args: argparse.Namespace) -> int:
         eventhub_name=args.eventhub,
     )
     metrics = Metrics()
-    consumer = IngestConsumer(factory, store, sink, rules, options, metrics)
+    worker = None
+    if args.sink_worker and not args.sink.startswith("memory:"):
+        from enginehub.ingest.worker import WorkerSpec
+
+        worker = WorkerSpec(
+            sink_factory=functools.partial(open_sink, args.sink),
+            rules_factory=functools.partial(load_rules, args.rules, default_table=args.table),
+            retry_initial=options.retry_initial,
+            retry_max=options.retry_max,
+            max_row_attempts=options.max_row_attempts,
+            write_linger=options.write_linger,
+            log_level=logging.getLogger().getEffectiveLevel(),
+        )
+    consumer = IngestConsumer(factory, store, sink, rules, options, metrics, worker=worker)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, consumer.request_stop)

@@ -40,6 +40,7 @@ from enginehub.ingest.metrics import Metrics
 from enginehub.ingest.model import DeadLetter, EventRecord, jsonable
 from enginehub.ingest.rules import RuleSet, route_batch
 from enginehub.ingest.sinks.base import Sink
+from enginehub.ingest.worker import SinkWorker, SinkWorkerError, WorkerSpec, pack_events
 from enginehub.ingest.writer import ConfirmingWriter
 
 LOG = logging.getLogger(__name__)
@@ -153,6 +154,37 @@ def to_record(event: Any, eventhub: str, consumer_group: str, partition_id: str)
                 value = getattr(mprops, name, None)
                 if value:
                     system[key] = value
+    return make_record(
+        eventhub,
+        consumer_group,
+        partition_id,
+        sequence_number=int(event.sequence_number),
+        offset=str(event.offset),
+        enqueued_time=event.enqueued_time,
+        body=_body_bytes(event),
+        message_id=message_id,
+        content_type=content_type,
+        system=system,
+        app=app,
+    )
+
+
+def make_record(
+    eventhub: str,
+    consumer_group: str,
+    partition_id: str,
+    *,
+    sequence_number: int,
+    offset: str,
+    enqueued_time: Any,
+    body: bytes,
+    message_id: Any,
+    content_type: Any,
+    system: dict[Any, Any],
+    app: dict[Any, Any],
+) -> EventRecord:
+    """The record of one event from its AMQP parts (``system``: message annotations plus the message
+    properties that are set, keyed as in AMQP): shared by :func:`to_record` and the sink worker."""
     props = {str(_text(k)): jsonable(v) for k, v in app.items()} if app else {}
     device = None
     for key in DEVICE_ID_KEYS:
@@ -165,10 +197,10 @@ def to_record(event: Any, eventhub: str, consumer_group: str, partition_id: str)
         eventhub=eventhub,
         consumer_group=consumer_group,
         partition_id=partition_id,
-        sequence_number=int(event.sequence_number),
-        offset=str(event.offset),
-        enqueued_time=event.enqueued_time,
-        body=_body_bytes(event),
+        sequence_number=sequence_number,
+        offset=offset,
+        enqueued_time=enqueued_time,
+        body=body,
         message_id=_text(message_id),
         device_id=device,
         partition_key=_text(system.get(b"x-opt-partition-key")),
@@ -237,8 +269,11 @@ class IngestConsumer:
         rules: RuleSet,
         options: ConsumerOptions | None = None,
         metrics: Metrics | None = None,
+        worker: WorkerSpec | None = None,
     ) -> None:
         self.options = options or ConsumerOptions()
+        self.worker_spec = worker
+        self.worker: SinkWorker | None = None
         self.options.validate()
         self._client_factory = client_factory
         self.checkpoint_store = checkpoint_store
@@ -265,6 +300,7 @@ class IngestConsumer:
         self._idle = asyncio.Event()
         self._idle.set()
         self._stop = asyncio.Event()
+        self._failed = False
         self._checkpoints: dict[str, _CheckpointState] = {}
         self.client: Any = None
         self.owner_id: str | None = None
@@ -292,19 +328,22 @@ class IngestConsumer:
         started = time.monotonic()
         try:
             eventhub = ctx.eventhub_name
-            records, unreadable = read_events(events, eventhub, ctx.consumer_group, pid)
-            routed = route_batch(records, self.rules)
-            routed.dead_letters.extend(unreadable)
-            self.metrics.events += len(events)
-            if routed.unmatched:
-                self.metrics.unmatched += routed.unmatched
-                LOG.warning(
-                    "partition %s: %d event(s) matched no rule (%s)",
-                    pid,
-                    routed.unmatched,
-                    "dead-lettered" if self.rules.unmatched == "dead-letter" else "counted, not stored",
-                )
-            confirmed = await self._write(routed.rows, routed.dead_letters)
+            if self.worker is not None:
+                confirmed = await self._write_in_worker(eventhub, ctx.consumer_group, pid, events)
+            else:
+                records, unreadable = read_events(events, eventhub, ctx.consumer_group, pid)
+                routed = route_batch(records, self.rules)
+                routed.dead_letters.extend(unreadable)
+                self.metrics.events += len(events)
+                if routed.unmatched:
+                    self.metrics.unmatched += routed.unmatched
+                    LOG.warning(
+                        "partition %s: %d event(s) matched no rule (%s)",
+                        pid,
+                        routed.unmatched,
+                        "dead-lettered" if self.rules.unmatched == "dead-letter" else "counted, not stored",
+                    )
+                confirmed = await self._write(routed.rows, routed.dead_letters)
             if not confirmed:
                 LOG.warning(
                     "partition %s: batch %d..%d not confirmed before shutdown; not checkpointed",
@@ -322,6 +361,21 @@ class IngestConsumer:
             self._inflight -= 1
             if self._inflight == 0:
                 self._idle.set()
+
+    async def _write_in_worker(self, eventhub: str, consumer_group: str, pid: str, events: list[Any]) -> bool:
+        """Rules and write in the sink worker; False (not checkpointed) when the worker is gone, which
+        also stops the consumer (exit code 1): no batch can be confirmed any more."""
+        assert self.worker is not None
+        items = pack_events(events, eventhub, consumer_group, pid)
+        self.metrics.events += len(events)
+        try:
+            return await self.worker.submit(eventhub, consumer_group, pid, items)
+        except SinkWorkerError as exc:
+            if not self._failed:
+                LOG.error("%s: stopping (batches in flight are not checkpointed)", exc)
+            self._failed = True
+            self.request_stop()
+            return False
 
     async def _write(self, rows: list[Any], dead_letters: list[Any]) -> bool:
         """Group commit: batches of all partitions that arrive while a write is in flight are written
@@ -464,7 +518,11 @@ class IngestConsumer:
 
     async def run(self) -> int:
         opts = self.options
-        await self._in_thread(self.sink.open, self.rules.tables())
+        if self.worker_spec is not None:
+            self.worker = SinkWorker(self.worker_spec, self.metrics)
+            await self.worker.start()
+        else:
+            await self._in_thread(self.sink.open, self.rules.tables())
         self.client = self._client_factory(
             checkpoint_store=self.checkpoint_store,
             load_balancing_interval=opts.load_balancing_interval,
@@ -506,12 +564,19 @@ class IngestConsumer:
                 self._inflight,
             )
             self._give_up = True
+            if self.worker is not None:
+                self.worker.give_up()
             code = code or 3
         await self._flush_checkpoints()  # confirmed batches only: unconfirmed ones never reach `pending`
         await self.client.close()  # stops the processor -> releases ownership (owner_id "")
         receive.cancel()
         await asyncio.gather(receive, return_exceptions=True)
         self._executor.shutdown(wait=True)
-        await asyncio.to_thread(self.sink.close)
+        if self.worker is not None:
+            await self.worker.close()
+        else:
+            await asyncio.to_thread(self.sink.close)
+        if self._failed:
+            code = 1
         LOG.info("consumer stopped: %s", self.metrics.log_line())
         return code
