@@ -195,7 +195,6 @@ async def _amain(args: argparse.Namespace) -> int:
             retry_initial=options.retry_initial,
             retry_max=options.retry_max,
             max_row_attempts=options.max_row_attempts,
-            write_linger=options.write_linger,
             log_level=logging.getLogger().getEffectiveLevel(),
         )
     consumer = IngestConsumer(factory, store, sink, rules, options, metrics, worker=worker)

@@ -124,15 +124,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cpu_seconds(pid: int | None) -> float | None:
-    """user+system CPU seconds of a live process (Linux /proc); None when unavailable."""
+    """user+system CPU seconds of a live process and its live children (an ingest node's sink worker),
+    from Linux /proc; None when unavailable."""
     if pid is None:
         return None
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):
         return None
+    for child in _children(pid):
+        total += cpu_seconds(child) or 0.0
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out += [int(c) for c in f.read().split()]
+    except (OSError, ValueError):
+        pass
+    return out
 
 
 def _locust(
