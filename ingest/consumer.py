@@ -371,11 +371,15 @@ class IngestConsumer:
         try:
             return await self.worker.submit(eventhub, consumer_group, pid, items)
         except SinkWorkerError as exc:
-            if not self._failed:
-                LOG.error("%s: stopping (batches in flight are not checkpointed)", exc)
-            self._failed = True
-            self.request_stop()
+            self._worker_died(str(exc))
             return False
+
+    def _worker_died(self, why: str) -> None:
+        """The sink worker went away (between batches, or under one): stop with exit code 1."""
+        if not self._failed:
+            LOG.error("%s: stopping (batches in flight are not checkpointed)", why)
+        self._failed = True
+        self.request_stop()
 
     async def _write(self, rows: list[Any], dead_letters: list[Any]) -> bool:
         """Group commit: batches of all partitions that arrive while a write is in flight are written
@@ -519,7 +523,7 @@ class IngestConsumer:
     async def run(self) -> int:
         opts = self.options
         if self.worker_spec is not None:
-            self.worker = SinkWorker(self.worker_spec, self.metrics)
+            self.worker = SinkWorker(self.worker_spec, self.metrics, on_death=self._worker_died)
             await self.worker.start()
         else:
             await self._in_thread(self.sink.open, self.rules.tables())

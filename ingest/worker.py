@@ -216,9 +216,13 @@ class SinkWorker:
     """The receiving process's handle on the worker: ``await start()``, ``await submit(...)`` per batch
     (True = every row stored or dead-lettered), ``give_up()`` on a timed-out drain, ``await close()``."""
 
-    def __init__(self, spec: WorkerSpec, metrics: Metrics) -> None:
+    def __init__(
+        self, spec: WorkerSpec, metrics: Metrics, on_death: Callable[[str], None] | None = None
+    ) -> None:
         self.spec = spec
         self.metrics = metrics
+        self.on_death = on_death  # called once if the worker goes away before close()
+        self._closing = False
         self.process: subprocess.Popen[bytes] | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
@@ -282,6 +286,8 @@ class SinkWorker:
             if not future.done():
                 future.set_exception(SinkWorkerError(self.dead))
         self._pending.clear()
+        if not self._closing and self.on_death is not None:
+            self.on_death(self.dead)
 
     async def submit(self, eventhub: str, consumer_group: str, partition_id: str, items: list[Any]) -> bool:
         if self.dead is not None or self._writer is None:
@@ -298,6 +304,7 @@ class SinkWorker:
 
     async def close(self, timeout: float = 30.0) -> int | None:
         """EOF to the worker, then wait for it to finish its write and close the sink."""
+        self._closing = True
         if self._writer is not None:
             self._writer.close()
             try:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from enginehub.harness.testing.processes import IngestNode
+from enginehub.ingest.testing import child_pids
 from enginehub.loadtests.stack import (
     HarnessUp,
     IngestSettings,
@@ -124,30 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cpu_seconds(pid: int | None) -> float | None:
-    """user+system CPU seconds of a live process and its live children (an ingest node's sink worker),
-    from Linux /proc; None when unavailable."""
+    """user+system CPU seconds of a live process (Linux /proc); None when unavailable."""
     if pid is None:
         return None
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):
         return None
-    for child in _children(pid):
-        total += cpu_seconds(child) or 0.0
-    return total
-
-
-def _children(pid: int) -> list[int]:
-    out: list[int] = []
-    try:
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{tid}/children") as f:
-                out += [int(c) for c in f.read().split()]
-    except (OSError, ValueError):
-        pass
-    return out
 
 
 def _locust(
@@ -313,6 +299,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
             extra += ["--min-rate", str(min_rate)]
         t0 = time.monotonic()
         watched = {n.owner_id: n.pid for n in nodes}
+        for n in nodes:  # the sink worker of each node, reported apart
+            watched.update({f"{n.owner_id}-worker": c for c in child_pids(n.pid)[:1]})
         if emulator is not None:
             watched["emulator"] = emulator.pid
         if stack is not None and stack.proc is not None:

@@ -16,6 +16,7 @@ import pytest
 from enginehub.ingest.checkpoint_file import FileCheckpointStore
 from enginehub.ingest.testing import (
     PARTITIONS,
+    child_pids,
     consumer_args,
     json_payload,
     list_checkpoints,
@@ -25,6 +26,7 @@ from enginehub.ingest.testing import (
     poll,
     produce,
     row_count,
+    running,
     seed_line,
     sqlite_query,
     unwritable,
@@ -257,6 +259,8 @@ def test_kill_9_one_of_three_nodes_takeover_within_bound_exactly_n_rows(
     producer.start()
     poll(lambda: row_count(db) >= n // 4, 60, lambda: f"{row_count(db)} rows")
     victim_parts = {p for p, o in owners().items() if o == "n2"}
+    workers = child_pids(nodes["n2"].proc.pid)
+    assert len(workers) == 1, f"expected one sink worker under n2, found {workers}"
     nodes["n2"].kill9()
     killed_at = time.monotonic()
     assert nodes["n2"].wait(10) == -9
@@ -266,6 +270,7 @@ def test_kill_9_one_of_three_nodes_takeover_within_bound_exactly_n_rows(
         lambda: f"ownership {owners()} (n2 had {sorted(victim_parts)})",
     )
     takeover_s = time.monotonic() - killed_at
+    poll(lambda: not running(workers[0]), 30, lambda: f"n2's sink worker {workers[0]} outlived it")
     producer.join(60)
     poll(lambda: row_count(db) >= n, 90, lambda: f"{row_count(db)}/{n} rows; n1:\n{nodes['n1'].tail(10)}")
     assert sqlite_query(db, "SELECT count(*), count(DISTINCT id) FROM enginehub_events") == [(n, n)]

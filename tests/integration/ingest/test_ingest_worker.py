@@ -19,7 +19,18 @@ from enginehub.ingest.metrics import Metrics
 from enginehub.ingest.model import SinkConfigError
 from enginehub.ingest.rules import load_rules
 from enginehub.ingest.sinks.sqlite import SqliteSink
-from enginehub.ingest.testing import message_id, row_count, seed_line, sqlite_query, unwritable
+from enginehub.ingest.testing import (
+    child_pids,
+    consumer_args,
+    message_id,
+    poll,
+    produce,
+    row_count,
+    running,
+    seed_line,
+    sqlite_query,
+    unwritable,
+)
 from enginehub.ingest.worker import SinkWorker, SinkWorkerError, WorkerSpec, pack_events
 
 pytestmark = pytest.mark.integration
@@ -137,3 +148,44 @@ async def test_a_down_sink_is_retried_and_reported_until_the_parent_gives_up(tmp
     finally:
         await worker.close()
     assert row_count(db) == 10
+
+
+# -- through the `ingest` CLI ------------------------------------------------------------------------------
+def _n_events(n: int) -> list[tuple[str, str]]:
+    return [(seed_line(1 + i % 10, 1 + i // 10), message_id(1 + i % 10, 1 + i // 10)) for i in range(n)]
+
+
+@pytest.mark.parametrize("mode", ["--sink-worker", "--no-sink-worker"])
+def test_both_modes_write_exactly_n_rows_and_stop_cleanly(
+    emulator, consumers, tmp_path: Path, mode: str
+) -> None:
+    db = tmp_path / "ingest.db"
+    produce(emulator.connection_string, _n_events(400))
+    node = consumers(consumer_args(emulator, db, "--checkpoint-dir", str(tmp_path / "ckpt"), mode))
+    poll(lambda: row_count(db) >= 400, 60, lambda: f"{row_count(db)} rows\n{node.tail()}")
+    workers = child_pids(node.proc.pid)
+    assert len(workers) == (1 if mode == "--sink-worker" else 0), workers
+    node.terminate()
+    assert node.wait(30) == 0, node.tail()
+    assert sqlite_query(db, "SELECT count(*), count(DISTINCT id) FROM enginehub_events") == [(400, 400)]
+    assert not any(running(w) for w in workers)
+
+
+def test_a_dead_sink_worker_stops_the_node_with_exit_1_and_nothing_checkpointed_past_it(
+    emulator, consumers, tmp_path: Path
+) -> None:
+    db, ckpt = tmp_path / "ingest.db", tmp_path / "ckpt"
+    produce(emulator.connection_string, _n_events(100))
+    node = consumers(consumer_args(emulator, db, "--checkpoint-dir", str(ckpt)))
+    poll(lambda: row_count(db) >= 100, 60, lambda: f"{row_count(db)} rows\n{node.tail()}")
+    (worker,) = child_pids(node.proc.pid)
+    os.kill(worker, signal.SIGKILL)  # our node's own child, by PID
+    assert node.wait(30) == 1, node.tail()
+    assert "sink worker" in node.tail(40)
+    # a new node (with its own worker) carries on from the checkpoints: nothing lost, nothing doubled
+    produce(emulator.connection_string, _n_events(300)[100:])
+    again = consumers(consumer_args(emulator, db, "--checkpoint-dir", str(ckpt)), "again")
+    poll(lambda: row_count(db) >= 300, 60, lambda: f"{row_count(db)} rows\n{again.tail()}")
+    again.terminate()
+    assert again.wait(30) == 0, again.tail()
+    assert sqlite_query(db, "SELECT count(*), count(DISTINCT id) FROM enginehub_events") == [(300, 300)]
