@@ -229,21 +229,9 @@ def read_events(
                 raw = _body_bytes(event)
             except Exception:
                 raw = repr(getattr(event, "body", b""))[:4096].encode("utf-8", "replace")
-            LOG.warning("partition %s: event %d unreadable (%r): dead-lettered", partition_id, seq, exc)
-            dead.append(
-                DeadLetter(
-                    key=f"seq:{partition_id}:{seq}",
-                    table="",
-                    eventhub=eventhub,
-                    consumer_group=consumer_group,
-                    partition_id=partition_id,
-                    sequence_number=seq,
-                    offset=str(getattr(event, "offset", "")),
-                    enqueued_time=None,
-                    reason=f"unreadable event: {type(exc).__name__}: {exc}",
-                    raw=raw,
-                )
-            )
+            where = (eventhub, consumer_group, partition_id)
+            offset = str(getattr(event, "offset", ""))
+            dead.append(DeadLetter.unreadable(where, seq, offset, raw, exc))
     return records, dead
 
 
@@ -335,14 +323,7 @@ class IngestConsumer:
                 routed = route_batch(records, self.rules)
                 routed.dead_letters.extend(unreadable)
                 self.metrics.events += len(events)
-                if routed.unmatched:
-                    self.metrics.unmatched += routed.unmatched
-                    LOG.warning(
-                        "partition %s: %d event(s) matched no rule (%s)",
-                        pid,
-                        routed.unmatched,
-                        "dead-lettered" if self.rules.unmatched == "dead-letter" else "counted, not stored",
-                    )
+                self.metrics.note_unmatched(pid, routed.unmatched, self.rules.unmatched)
                 confirmed = await self._write(routed.rows, routed.dead_letters)
             if not confirmed:
                 LOG.warning(

@@ -49,6 +49,17 @@ class Metrics:
     def partition(self, pid: str) -> PartitionState:
         return self.partitions.setdefault(pid, PartitionState())
 
+    def note_unmatched(self, partition_id: str, count: int, action: str) -> None:
+        """Count (and log) events of one batch that no rule matched; ``action``: the rule set's."""
+        if count:
+            self.unmatched += count
+            LOG.warning(
+                "partition %s: %d event(s) matched no rule (%s)",
+                partition_id,
+                count,
+                "dead-lettered" if action == "dead-letter" else "counted, not stored",
+            )
+
     def observe_batch(self, seconds: float) -> None:
         self.batches += 1
         self.latency_sum += seconds

@@ -123,6 +123,28 @@ class DeadLetter:
         )
 
     @classmethod
+    def unreadable(
+        cls, where: tuple[str, str, str], sequence_number: int, offset: str, raw: bytes, exc: Exception
+    ) -> DeadLetter:
+        """An event whose SDK object could not be read; ``where`` = (eventhub, consumer group, partition)."""
+        eventhub, consumer_group, partition_id = where
+        LOG.warning(
+            "partition %s: event %d unreadable (%r): dead-lettered", partition_id, sequence_number, exc
+        )
+        return cls(
+            key=f"seq:{partition_id}:{sequence_number}",
+            table="",
+            eventhub=eventhub,
+            consumer_group=consumer_group,
+            partition_id=partition_id,
+            sequence_number=sequence_number,
+            offset=offset,
+            enqueued_time=None,
+            reason=f"unreadable event: {type(exc).__name__}: {exc}",
+            raw=raw,
+        )
+
+    @classmethod
     def of_row(cls, row: Row, reason: str) -> DeadLetter:
         return cls(
             key=row.key,

@@ -181,18 +181,12 @@ def _unreadable(item: tuple[Any, ...], exc: Exception, eventhub: str, cg: str, p
     seq_value = annotations.get(_SEQ)
     seq = seq_value if isinstance(seq_value, int) else -1
     offset = annotations.get(_OFFSET)
-    LOG.warning("partition %s: event %d unreadable (%r): dead-lettered", pid, seq, exc)
-    return DeadLetter(
-        key=f"seq:{pid}:{seq}",
-        table="",
-        eventhub=eventhub,
-        consumer_group=cg,
-        partition_id=pid,
-        sequence_number=seq,
-        offset=offset.decode("utf-8", "replace") if isinstance(offset, bytes) else str(offset or ""),
-        enqueued_time=None,
-        reason=f"unreadable event: {type(exc).__name__}: {exc}",
-        raw=item[3] if isinstance(item[3], bytes) else repr(item[3])[:4096].encode(),
+    return DeadLetter.unreadable(
+        (eventhub, cg, pid),
+        seq,
+        offset.decode("utf-8", "replace") if isinstance(offset, bytes) else str(offset or ""),
+        item[3] if isinstance(item[3], bytes) else repr(item[3])[:4096].encode(),
+        exc,
     )
 
 
@@ -398,14 +392,7 @@ class _Worker:
                 rows += routed.rows
                 dls += routed.dead_letters
                 dls += unreadable
-                if routed.unmatched:
-                    self.metrics.unmatched += routed.unmatched
-                    LOG.warning(
-                        "partition %s: %d event(s) matched no rule (%s)",
-                        pid,
-                        routed.unmatched,
-                        "dead-lettered" if self.rules.unmatched == "dead-letter" else "counted, not stored",
-                    )
+                self.metrics.note_unmatched(pid, routed.unmatched, self.rules.unmatched)
             ok = await self.writer.write(rows, dls, give_up=lambda: self.given_up or self.eof)
             self.report()
             for msg in group:
