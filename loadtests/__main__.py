@@ -215,6 +215,7 @@ def _baseline(args: argparse.Namespace, workdir: Path, cs: str, produced: int) -
             str(args.ingest_batch_size),
             "--prefetch",
             str(args.ingest_prefetch),
+            "--track-last-enqueued",  # the ingest nodes receive with it (their lag metric): same SDK work
         ]
         log = open(workdir / f"baseline-{i}.log", "w")  # noqa: SIM115 - closed below
         children.append((subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, text=True), log))
