@@ -70,6 +70,11 @@ class ConsumerOptions:
     track_lag: bool = True
     checkpoint_interval: float = 1.0  # 0 = checkpoint every batch
     write_linger: float = 0.02  # min seconds between the starts of two writes in a stream (0 = none)
+    #: with the sink worker: batches of one partition in flight at once (sent, not yet confirmed). The SDK
+    #: hands a partition its next batch only when the handler returns; with 1 it waits for each batch's
+    #: round trip through the worker, with more it returns once the batch is sent. Checkpoints still
+    #: follow confirmations, in order; memory stays bounded (depth x batch size + prefetch per partition).
+    pipeline_depth: int = 3
 
     def validate(self) -> None:
         if self.batch_size < 1:
@@ -85,8 +90,8 @@ class ConsumerOptions:
             )
         if self.checkpoint_interval < 0 or self.write_linger < 0:
             raise ValueError("checkpoint interval and write linger must be >= 0 seconds")
-        if self.prefetch < 1 or self.sink_threads < 1 or self.max_row_attempts < 1:
-            raise ValueError("prefetch, sink threads and max row attempts must be >= 1")
+        if self.prefetch < 1 or self.sink_threads < 1 or self.max_row_attempts < 1 or self.pipeline_depth < 1:
+            raise ValueError("prefetch, sink threads, max row attempts and pipeline depth must be >= 1")
 
 
 #: gen-0 threshold for a consumer process (CPython's default is 700)
@@ -290,6 +295,7 @@ class IngestConsumer:
         self._stop = asyncio.Event()
         self._failed = False
         self._checkpoints: dict[str, _CheckpointState] = {}
+        self._windows: dict[str, list[asyncio.Task[bool]]] = {}  # per partition: batches in the worker
         self.client: Any = None
         self.owner_id: str | None = None
 
@@ -311,49 +317,104 @@ class IngestConsumer:
         self._note_lag(ctx)
         if not events:
             return
+        if self.worker is not None:
+            await self._send_to_worker(ctx, events)
+            return
         self._inflight += 1
         self._idle.clear()
         started = time.monotonic()
         try:
             eventhub = ctx.eventhub_name
-            if self.worker is not None:
-                confirmed = await self._write_in_worker(eventhub, ctx.consumer_group, pid, events)
-            else:
-                records, unreadable = read_events(events, eventhub, ctx.consumer_group, pid)
-                routed = route_batch(records, self.rules)
-                routed.dead_letters.extend(unreadable)
-                self.metrics.events += len(events)
-                self.metrics.note_unmatched(pid, routed.unmatched, self.rules.unmatched)
-                confirmed = await self._write(routed.rows, routed.dead_letters)
-            if not confirmed:
-                LOG.warning(
-                    "partition %s: batch %d..%d not confirmed before shutdown; not checkpointed",
-                    pid,
-                    events[0].sequence_number,
-                    events[-1].sequence_number,
-                )
-                return
-            last = getattr(events[-1], "sequence_number", None)
-            if isinstance(last, int):
-                self.metrics.partition(pid).last_written = last
-            await self._checkpoint(ctx, events[-1])
-            self.metrics.observe_batch(time.monotonic() - started)
+            records, unreadable = read_events(events, eventhub, ctx.consumer_group, pid)
+            routed = route_batch(records, self.rules)
+            routed.dead_letters.extend(unreadable)
+            self.metrics.events += len(events)
+            self.metrics.note_unmatched(pid, routed.unmatched, self.rules.unmatched)
+            confirmed = await self._write(routed.rows, routed.dead_letters)
+            await self._after_write(ctx, events, confirmed, started)
         finally:
-            self._inflight -= 1
-            if self._inflight == 0:
-                self._idle.set()
+            self._done_one()
 
-    async def _write_in_worker(self, eventhub: str, consumer_group: str, pid: str, events: list[Any]) -> bool:
-        """Rules and write in the sink worker; False (not checkpointed) when the worker is gone, which
-        also stops the consumer (exit code 1): no batch can be confirmed any more."""
+    def _done_one(self) -> None:
+        self._inflight -= 1
+        if self._inflight == 0:
+            self._idle.set()
+
+    async def _after_write(self, ctx: Any, events: list[Any], confirmed: bool, started: float) -> bool:
+        """Checkpoint a confirmed batch (coalesced); an unconfirmed one is only reported."""
+        pid = ctx.partition_id
+        if not confirmed:
+            LOG.warning(
+                "partition %s: batch %d..%d not confirmed before shutdown; not checkpointed",
+                pid,
+                events[0].sequence_number,
+                events[-1].sequence_number,
+            )
+            return False
+        last = getattr(events[-1], "sequence_number", None)
+        if isinstance(last, int):
+            self.metrics.partition(pid).last_written = last
+        await self._checkpoint(ctx, events[-1])
+        self.metrics.observe_batch(time.monotonic() - started)
+        return True
+
+    async def _send_to_worker(self, ctx: Any, events: list[Any]) -> None:
+        """Send the batch to the sink worker and return once the partition has fewer than
+        ``pipeline_depth`` batches in flight; its confirmation is awaited by a task that checkpoints it
+        after every earlier batch of the partition was confirmed (never past an unconfirmed one)."""
         assert self.worker is not None
-        items = pack_events(events, eventhub, consumer_group, pid)
+        pid = ctx.partition_id
+        window = self._windows.setdefault(pid, [])
+        while True:
+            window[:] = [t for t in window if not t.done()]
+            if len(window) < self.options.pipeline_depth:
+                break
+            await asyncio.wait({window[0]})
+        if self._draining:
+            return  # stop requested meanwhile: not sent, not checkpointed (the next owner reads it)
+        self._inflight += 1
+        self._idle.clear()
+        started = time.monotonic()
+        eventhub = ctx.eventhub_name
+        items = pack_events(events, eventhub, ctx.consumer_group, pid)
         self.metrics.events += len(events)
         try:
-            return await self.worker.submit(eventhub, consumer_group, pid, items)
+            future = self.worker.send(eventhub, ctx.consumer_group, pid, items)
         except SinkWorkerError as exc:
             self._worker_died(str(exc))
-            return False
+            self._done_one()
+            return
+        previous = window[-1] if window else None
+        window.append(asyncio.create_task(self._confirm(ctx, events, future, previous, started)))
+
+    async def _confirm(
+        self,
+        ctx: Any,
+        events: list[Any],
+        future: asyncio.Future[bool],
+        previous: asyncio.Task[bool] | None,
+        started: float,
+    ) -> bool:
+        try:
+            try:
+                confirmed = await future
+            except SinkWorkerError as exc:
+                self._worker_died(str(exc))
+                confirmed = False
+            if previous is not None and not await previous:
+                confirmed = False  # an earlier batch of this partition is unconfirmed: no checkpoint past it
+            return await self._after_write(ctx, events, confirmed, started)
+        finally:
+            self._done_one()
+
+    async def _wait_window(self, pid: str, timeout: float | None = None) -> None:
+        """Let the partition's batches in the worker be confirmed (and checkpointed) or fail; after
+        ``timeout`` the rest are abandoned (not checkpointed: read again by the next owner)."""
+        window = self._windows.pop(pid, [])
+        if window:
+            _, pending = await asyncio.wait(window, timeout=timeout)
+            for task in pending:
+                task.cancel()
 
     def _worker_died(self, why: str) -> None:
         """The sink worker went away (between batches, or under one): stop with exit code 1."""
@@ -474,6 +535,7 @@ class IngestConsumer:
         LOG.info("partition %s claimed by %s", ctx.partition_id, self.owner_id)
 
     async def _on_close(self, ctx: Any, reason: Any) -> None:
+        await self._wait_window(ctx.partition_id)
         await self._flush_checkpoint(ctx.partition_id)
         self.metrics.owned.discard(ctx.partition_id)
         LOG.info("partition %s closed (%s)", ctx.partition_id, getattr(reason, "name", reason))
@@ -552,6 +614,8 @@ class IngestConsumer:
             if self.worker is not None:
                 self.worker.give_up()
             code = code or 3
+        for pid in list(self._windows):  # done after the drain, or resolving now that the worker gives up
+            await self._wait_window(pid, timeout=10.0)
         await self._flush_checkpoints()  # confirmed batches only: unconfirmed ones never reach `pending`
         await self.client.close()  # stops the processor -> releases ownership (owner_id "")
         receive.cancel()

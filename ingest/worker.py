@@ -283,14 +283,22 @@ class SinkWorker:
         if not self._closing and self.on_death is not None:
             self.on_death(self.dead)
 
-    async def submit(self, eventhub: str, consumer_group: str, partition_id: str, items: list[Any]) -> bool:
+    def send(
+        self, eventhub: str, consumer_group: str, partition_id: str, items: list[Any]
+    ) -> asyncio.Future[bool]:
+        """Queue a batch; the future becomes True once every row is stored or dead-lettered, False if the
+        worker gave up (shutdown), SinkWorkerError if the worker died. Batches are confirmed in the order
+        they were sent."""
         if self.dead is not None or self._writer is None:
             raise SinkWorkerError(self.dead or "sink worker not started")
         self._next_id += 1
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._pending[self._next_id] = future
         self._writer.write(_frame(("batch", self._next_id, eventhub, consumer_group, partition_id, items)))
-        return await future
+        return future
+
+    async def submit(self, eventhub: str, consumer_group: str, partition_id: str, items: list[Any]) -> bool:
+        return await self.send(eventhub, consumer_group, partition_id, items)
 
     def give_up(self) -> None:
         if self._writer is not None and self.dead is None:

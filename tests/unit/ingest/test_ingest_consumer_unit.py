@@ -268,3 +268,67 @@ async def test_an_unreadable_event_is_dead_lettered_not_fatal() -> None:
     got = sorted((d.sequence_number, d.raw, d.key) for d in sink.dead_letters)
     assert got == [(0, b"first", "seq:0:0"), (3, b"raw-bytes", "seq:0:3")]
     assert all("bad x-opt-enqueued-time" in d.reason for d in sink.dead_letters)
+
+
+class FakeWorker:
+    """Stands in for the sink worker process: records what was sent, lets the test decide each verdict."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, asyncio.Future[bool]]] = []
+
+    def send(self, eventhub: str, consumer_group: str, pid: str, items: list[Any]) -> asyncio.Future[bool]:
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.sent.append((pid, future))
+        return future
+
+
+def _pipelined(depth: int) -> tuple[IngestConsumer, FakeWorker]:
+    consumer = _consumer(MemorySink(), pipeline_depth=depth, checkpoint_interval=0)
+    worker = FakeWorker()
+    consumer.worker = worker  # type: ignore[assignment]
+    return consumer, worker
+
+
+async def test_pipelined_batches_are_checkpointed_in_order_never_past_an_unconfirmed_one() -> None:
+    consumer, worker = _pipelined(depth=3)
+    ctx = FakeContext()
+    for start in (0, 10, 20):  # each handler returns once its batch is sent: three in flight
+        await asyncio.wait_for(consumer._on_batch(ctx, _events(start, 10)), 1)
+    assert len(worker.sent) == 3 and ctx.checkpoints == []
+    worker.sent[2][1].set_result(True)  # the newest is confirmed first: nothing may be checkpointed yet
+    worker.sent[1][1].set_result(True)
+    await asyncio.sleep(0.01)
+    assert ctx.checkpoints == []
+    worker.sent[0][1].set_result(False)  # the oldest was not stored (shutdown): no checkpoint past it
+    await consumer._wait_window("0")
+    assert ctx.checkpoints == []
+    assert consumer._inflight == 0 and consumer._idle.is_set()
+
+
+async def test_pipelined_confirmations_checkpoint_each_batch_in_order() -> None:
+    consumer, worker = _pipelined(depth=3)
+    ctx = FakeContext()
+    for start in (0, 10):
+        await consumer._on_batch(ctx, _events(start, 10))
+    worker.sent[0][1].set_result(True)
+    worker.sent[1][1].set_result(True)
+    await consumer._wait_window("0")
+    assert ctx.checkpoints == [9, 19]
+    assert consumer.metrics.partition("0").last_written == 19 and consumer.metrics.events == 20
+
+
+async def test_a_full_window_holds_the_partition_until_its_oldest_batch_is_confirmed() -> None:
+    consumer, worker = _pipelined(depth=2)
+    ctx = FakeContext()
+    await consumer._on_batch(ctx, _events(0, 5))
+    await consumer._on_batch(ctx, _events(5, 5))
+    third = asyncio.create_task(consumer._on_batch(ctx, _events(10, 5)))
+    await asyncio.sleep(0.02)
+    assert not third.done() and len(worker.sent) == 2  # bounded: the SDK gets no new batch handed out
+    worker.sent[0][1].set_result(True)
+    await asyncio.wait_for(third, 1)
+    assert len(worker.sent) == 3 and ctx.checkpoints == [4]
+    for _, future in worker.sent[1:]:
+        future.set_result(True)
+    await consumer._wait_window("0")
+    assert ctx.checkpoints == [4, 9, 14]
