@@ -296,6 +296,7 @@ class IngestConsumer:
         self._failed = False
         self._checkpoints: dict[str, _CheckpointState] = {}
         self._windows: dict[str, list[asyncio.Task[bool]]] = {}  # per partition: batches in the worker
+        self._broken: set[str] = set()  # partitions with an unconfirmed batch: no later checkpoint
         self.client: Any = None
         self.owner_id: str | None = None
 
@@ -403,6 +404,10 @@ class IngestConsumer:
                 confirmed = False
             if previous is not None and not await previous:
                 confirmed = False  # an earlier batch of this partition is unconfirmed: no checkpoint past it
+            if ctx.partition_id in self._broken:  # ... even one already gone from the window
+                confirmed = False
+            if not confirmed:
+                self._broken.add(ctx.partition_id)
             return await self._after_write(ctx, events, confirmed, started)
         finally:
             self._done_one()
@@ -531,6 +536,7 @@ class IngestConsumer:
             self.metrics.partition(ctx.partition_id).last_enqueued = int(props["sequence_number"])
 
     async def _on_init(self, ctx: Any) -> None:
+        self._broken.discard(ctx.partition_id)  # a new claim starts from the last checkpoint
         self.metrics.owned.add(ctx.partition_id)
         LOG.info("partition %s claimed by %s", ctx.partition_id, self.owner_id)
 

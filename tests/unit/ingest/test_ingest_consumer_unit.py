@@ -300,6 +300,11 @@ async def test_pipelined_batches_are_checkpointed_in_order_never_past_an_unconfi
     await asyncio.sleep(0.01)
     assert ctx.checkpoints == []
     worker.sent[0][1].set_result(False)  # the oldest was not stored (shutdown): no checkpoint past it
+    await asyncio.sleep(0.01)
+    assert ctx.checkpoints == []
+    # a later batch, sent once the failed ones have left the window, is not checkpointed either
+    await consumer._on_batch(ctx, _events(30, 10))
+    worker.sent[3][1].set_result(True)
     await consumer._wait_window("0")
     assert ctx.checkpoints == []
     assert consumer._inflight == 0 and consumer._idle.is_set()
