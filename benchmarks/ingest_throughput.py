@@ -23,7 +23,6 @@ import functools
 import json
 import logging
 import multiprocessing
-import os
 import sqlite3
 import statistics
 import tempfile
@@ -33,6 +32,7 @@ from typing import Any
 
 from azure.eventhub.aio import EventHubConsumerClient
 
+from enginehub.harness.testing.processes import cpu_seconds
 from enginehub.ingest.checkpoint_file import FileCheckpointStore
 from enginehub.ingest.consumer import ConsumerOptions, IngestConsumer, to_record, tune_gc
 from enginehub.ingest.rules import load_rules, route
@@ -64,15 +64,6 @@ def _run_emulator(partitions: int, out: Any, stop: Any, groups: tuple[str, ...] 
 
 
 WORKER_CPU: list[float] = []  # sink worker CPU-us per event, incl. its start-up
-
-
-def _process_cpu(pid: int) -> float:
-    """CPU seconds (user + system) of a child process so far (Linux /proc; 0 elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _client(cs: str, group: str, **kw: Any) -> EventHubConsumerClient:
@@ -150,7 +141,7 @@ async def our_consumer(
     await _until(lambda: consumer.metrics.rows_written >= n, timeout)
     end, cpu_end = time.perf_counter(), time.process_time()
     if consumer.worker is not None and consumer.worker.process is not None:
-        WORKER_CPU.append(_process_cpu(consumer.worker.process.pid) / n * 1e6)
+        WORKER_CPU.append((cpu_seconds(consumer.worker.process.pid) or 0.0) / n * 1e6)
     consumer.request_stop()
     await task
     if SYNCHRONOUS == "memory":

@@ -171,28 +171,6 @@ class ConsumerProcess:
             self._out.close()
 
 
-def child_pids(pid: int) -> list[int]:
-    """Live child pids of a process (an ingest node's sink worker), from Linux /proc; [] elsewhere."""
-    out: list[int] = []
-    try:
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{tid}/children") as f:
-                out += [int(c) for c in f.read().split()]
-    except (OSError, ValueError):
-        pass
-    return out
-
-
-def running(pid: int) -> bool:
-    """True while a process exists and has not exited (a zombie waiting to be reaped counts as exited)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
 def consumer_args(emu: Any, db: Path, *extra: str) -> list[str]:
     return [
         "--eventhub-connection-string",

@@ -30,8 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from enginehub.harness.testing.processes import IngestNode
-from enginehub.ingest.testing import child_pids
+from enginehub.harness.testing.processes import IngestNode, child_pids, cpu_seconds
 from enginehub.loadtests.stack import (
     HarnessUp,
     IngestSettings,
@@ -122,18 +121,6 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--prefetch", type=int, default=2000)
     b.add_argument("--track-last-enqueued", action="store_true", help="as ingest does (lag metrics)")
     return parser
-
-
-def cpu_seconds(pid: int | None) -> float | None:
-    """user+system CPU seconds of a live process (Linux /proc); None when unavailable."""
-    if pid is None:
-        return None
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 def _locust(

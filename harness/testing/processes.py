@@ -28,6 +28,40 @@ def _tail(path: Path, lines: int = 25) -> str:
         return "(no output)"
 
 
+def cpu_seconds(pid: int | None) -> float | None:
+    """user+system CPU seconds of a live process (Linux /proc); None when unavailable."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def child_pids(pid: int) -> list[int]:
+    """Live child pids of a process (an ingest node's sink worker), from Linux /proc; [] elsewhere."""
+    out: list[int] = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out += [int(c) for c in f.read().split()]
+    except (OSError, ValueError):
+        pass
+    return out
+
+
+def running(pid: int) -> bool:
+    """True while a process exists and has not exited (a zombie waiting to be reaped counts as exited)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
 @dataclass
 class ChildProcess:
     """A started CLI child with its log file."""

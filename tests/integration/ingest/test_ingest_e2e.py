@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
+from enginehub.harness.testing.processes import child_pids, running
 from enginehub.ingest.checkpoint_file import FileCheckpointStore
 from enginehub.ingest.testing import (
     PARTITIONS,
-    child_pids,
     consumer_args,
     json_payload,
     list_checkpoints,
@@ -26,7 +26,6 @@ from enginehub.ingest.testing import (
     poll,
     produce,
     row_count,
-    running,
     seed_line,
     sqlite_query,
     unwritable,

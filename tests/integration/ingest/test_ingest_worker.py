@@ -15,18 +15,17 @@ import pytest
 from azure.eventhub import EventData
 from azure.eventhub._pyamqp.message import Message, Properties
 
+from enginehub.harness.testing.processes import child_pids, running
 from enginehub.ingest.metrics import Metrics
 from enginehub.ingest.model import SinkConfigError
 from enginehub.ingest.rules import load_rules
 from enginehub.ingest.sinks.sqlite import SqliteSink
 from enginehub.ingest.testing import (
-    child_pids,
     consumer_args,
     message_id,
     poll,
     produce,
     row_count,
-    running,
     seed_line,
     sqlite_query,
     unwritable,
