@@ -98,7 +98,7 @@ def pack_events(
     out: list[tuple[Any, ...] | EventRecord | DeadLetter] = []
     for event in events:
         m = getattr(event, "_message", None)
-        if type(m) is _MESSAGE and m is not None:
+        if type(m) is _MESSAGE:  # never true when the SDK has no such class (_MESSAGE None)
             data = m.data
             if data and len(data) == 1 and type(data[0]) is bytes:
                 props = m.properties
