@@ -2,17 +2,28 @@
 
 It starts the local stack (the Event Hubs emulator, ``--consumer-nodes`` ingest processes into a fresh
 SQLite file, a shared file checkpoint store), runs Locust headless with ``scenarios/throughput.py`` or
-``scenarios/failover.py``, then (throughput) the bare SDK receive baseline on the same emulator and
-partitions, and prints ONE JSON line last:
+``scenarios/failover.py`` and prints ONE JSON line last.
+
+``throughput`` also measures the bare SDK receive baseline on the same emulator and partitions (one bare
+SDK process per ingest node, reading a backlog with the machine to itself). With ``--target-rate auto``
+(the default) it does so first, on a backlog of ``--baseline-events`` written before the nodes start (the
+nodes start after it), and then offers exactly the baseline's rate: what the bare SDK could just take in.
+The sustained rate is then what the whole pipeline carries at that load, and ``baseline_ratio`` (sustained
+/ baseline) is the share of the SDK's own rate that arrives in the sink; ``--min-baseline-ratio`` (0.85
+here) is a threshold. The backlog grows while the offered rate exceeds what the pipeline carries, so the
+latencies of an ``auto`` run are those of a saturated pipeline; give a ``--target-rate`` below capacity to
+measure latency (the baseline is then measured after the load, on its events).
 
 - ``throughput``: ``events_per_s_sustained``, ``produced``, ``rows``, ``lost``, ``duplicates``,
   ``p50_latency_ms``, ``p99_latency_ms``, ``consumer_nodes``, ``partitions``, ``sink``,
-  ``sdk_receive_baseline_events_per_s``;
+  ``sdk_receive_baseline_events_per_s`` (the contract), then ``offered_events_per_s`` and
+  ``baseline_ratio``;
 - ``failover``: ``crash_takeover_s``, ``graceful_takeover_s``, ``lost``, ``duplicates``, ``rows``,
   ``produced``.
 
 Everything else (steady window, unconfirmed batches, latencies, threshold verdicts, log paths) goes to
-stderr. Exit code: Locust's (0 = every threshold met, 1 = a threshold failed), 2 = the stack did not start.
+stderr. Exit code: 0 = every threshold met (Locust's, and the baseline ratio's), 1 = a threshold failed,
+2 = the stack (or the baseline of an ``auto`` run) did not start.
 With ``--eventhub-connection-string`` no emulator is started (the hub must exist, with a ``baseline``
 consumer group for the baseline, or ``--baseline-consumer-group``).
 """
@@ -20,6 +31,7 @@ consumer group for the baseline, or ``--baseline-consumer-group``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -27,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -56,14 +69,36 @@ THROUGHPUT_KEYS = (
     "sink",
     "sdk_receive_baseline_events_per_s",
 )
+#: after the contract's keys
+THROUGHPUT_EXTRA_KEYS = ("offered_events_per_s", "baseline_ratio")
 DEVICE_KEYS = ("events_per_s_sustained", "rows", "lost", "duplicates", "p50_latency_ms", "p99_latency_ms")
 FAILOVER_KEYS = ("crash_takeover_s", "graceful_takeover_s", "lost", "duplicates", "rows", "produced")
 
 
-def _common(p: argparse.ArgumentParser, *, rate: float, hold: float, nodes: int) -> None:
+def _rate(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: events/s (a number) or auto") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be > 0")
+    return value
+
+
+def _common(p: argparse.ArgumentParser, *, rate: float | str, hold: float, nodes: int) -> None:
     p.add_argument("--json", action="store_true", help="print the one-line JSON result last")
     p.add_argument("--duration", type=float, default=hold, help="seconds the target rate is held")
-    p.add_argument("--target-rate", type=float, default=rate, help="events/s offered (default %(default)s)")
+    if rate == "auto":
+        help_rate = (
+            "events/s offered, or auto: measure the SDK receive baseline first and offer its rate "
+            "(default %(default)s)"
+        )
+        p.add_argument("--target-rate", type=_rate, default=rate, help=help_rate)
+    else:
+        help_rate = "events/s offered (default %(default)s)"
+        p.add_argument("--target-rate", type=float, default=rate, help=help_rate)
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--consumer-nodes", type=int, default=nodes)
     p.add_argument("--producers", type=int, default=0, help="producer users (default: one per partition)")
@@ -90,10 +125,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("throughput", help="sustained end-to-end throughput + SDK receive baseline")
-    _common(t, rate=10000.0, hold=60.0, nodes=2)
-    t.add_argument("--min-rate", type=float, default=None, help="threshold (default: --target-rate x 0.95)")
+    _common(t, rate="auto", hold=60.0, nodes=1)
+    t.add_argument(
+        "--min-rate", type=float, default=None, help="threshold (default: --target-rate x 0.95; auto: none)"
+    )
+    t.add_argument(
+        "--min-baseline-ratio",
+        type=float,
+        default=None,
+        help="threshold on sustained / baseline (default: 0.85 with --target-rate auto, else none)",
+    )
     t.add_argument("--baseline-seconds", type=float, default=20.0, help="time limit of the SDK baseline")
-    t.add_argument("--no-baseline", action="store_true")
+    t.add_argument(
+        "--baseline-events",
+        type=int,
+        default=240_000,
+        help="backlog the baseline reads with --target-rate auto (default %(default)s)",
+    )
+    t.add_argument(
+        "--auto-fraction",
+        type=float,
+        default=0.9,
+        help="--target-rate auto offers this fraction of the baseline (default %(default)s)",
+    )
+    t.add_argument("--no-baseline", action="store_true", help="skip the baseline (not with auto)")
     t.add_argument("--baseline-consumer-group", default="baseline")
     f = sub.add_parser("failover", help="kill -9 one ingest node, later SIGTERM a second; takeover times")
     _common(f, rate=2000.0, hold=30.0, nodes=3)
@@ -225,6 +280,23 @@ def _baseline(args: argparse.Namespace, workdir: Path, cs: str, produced: int) -
     return round(total / longest, 1) if longest > 0 else None
 
 
+def _baseline_first(args: argparse.Namespace, workdir: Path, cs: str) -> tuple[float | None, int]:
+    """``--target-rate auto``: write the baseline's backlog, measure the baseline on it. Returns the
+    baseline (None if it failed) and the last sequence number of the backlog in every partition (the nodes
+    start after it)."""
+    from enginehub.loadtests.baseline import prefill
+
+    per_partition = max(1, -(-args.baseline_events // args.partitions))
+    t0 = time.monotonic()
+    try:
+        sent = prefill(cs, args.eventhub, args.partitions, per_partition, f"baseline-{uuid.uuid4().hex[:8]}")
+    except Exception as exc:
+        LOG.error("writing the baseline's backlog failed: %s", exc)
+        return None, 0
+    LOG.info("baseline backlog: %d events written in %.1f s", sent, time.monotonic() - t0)
+    return _baseline(args, workdir, cs, sent), per_partition - 1
+
+
 def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix=f"enginehub-{args.command}-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -236,6 +308,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     nodes: list[IngestNode] = []
     failover = args.command == "failover"
     devices = args.command == "devices"
+    auto = args.command == "throughput" and args.target_rate == "auto"
+    baseline: float | None = None
     extra: list[str] = []
     try:
         if devices:
@@ -265,6 +339,14 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
                 return {}, 2
             cs = emulator.connection_string
         settings = IngestSettings(batch_size=args.ingest_batch_size, prefetch=args.ingest_prefetch)
+        if auto:
+            baseline, last_seq = _baseline_first(args, workdir, cs)
+            if not baseline:
+                LOG.error("no SDK receive baseline, so no rate to offer (see %s/baseline-*.log)", workdir)
+                return {}, 2
+            args.target_rate = round(baseline * args.auto_fraction, 1)
+            settings = dataclasses.replace(settings, starting_position=str(last_seq))
+            LOG.info("offering %.2f x the baseline: %.0f events/s", args.auto_fraction, args.target_rate)
         for i in range(args.consumer_nodes):
             sink = f"sqlite:///{sink_db}"
             nodes.append(start_node(workdir, f"node-{i}", cs, args.eventhub, sink, checkpoints, settings))
@@ -283,8 +365,11 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
             extra += ["--graceful-at", str(graceful_at), "--max-crash-takeover", str(args.max_crash_takeover)]
             extra += ["--max-graceful-takeover", str(args.max_graceful_takeover)]
         else:
-            min_rate = args.min_rate if args.min_rate is not None else args.target_rate * 0.95
-            extra += ["--min-rate", str(min_rate)]
+            min_rate = args.min_rate
+            if min_rate is None and not auto:
+                min_rate = args.target_rate * 0.95
+            if min_rate is not None:
+                extra += ["--min-rate", str(min_rate)]
         t0 = time.monotonic()
         watched = {n.owner_id: n.pid for n in nodes}
         for n in nodes:  # the sink worker of each node, reported apart
@@ -322,19 +407,26 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
                 **{k: result.get(k) for k in DEVICE_KEYS},
             }
         else:
-            baseline = None
-            if not args.no_baseline and result.get("produced"):
+            if not auto and not args.no_baseline and result.get("produced"):
                 baseline = _baseline(args, workdir, cs, int(result["produced"]))
             result["sdk_receive_baseline_events_per_s"] = baseline
             result["consumer_nodes"] = args.consumer_nodes
             result["partitions"] = args.partitions
             result["sink"] = "sqlite"
-            out = {k: result.get(k) for k in THROUGHPUT_KEYS}
-            if baseline and result.get("events_per_s_sustained") is not None:
-                LOG.info(
-                    "sustained / SDK receive baseline = %.2f",
-                    float(result["events_per_s_sustained"]) / baseline,
+            sustained = result.get("events_per_s_sustained")
+            ratio = round(float(sustained) / baseline, 3) if baseline and sustained is not None else None
+            result["offered_events_per_s"] = args.target_rate
+            result["baseline_ratio"] = ratio
+            out = {k: result.get(k) for k in (*THROUGHPUT_KEYS, *THROUGHPUT_EXTRA_KEYS)}
+            LOG.info("sustained / SDK receive baseline = %s", ratio)
+            min_ratio = args.min_baseline_ratio
+            if min_ratio is None and auto:
+                min_ratio = 0.85
+            if min_ratio is not None and (ratio is None or ratio < min_ratio):
+                result.setdefault("failures", []).append(
+                    f"sustained / SDK receive baseline {ratio} < {min_ratio}"
                 )
+                code = max(code, 1)
         for failure in result.get("failures", []):
             LOG.warning("threshold failed: %s", failure)
         return out, code
@@ -348,7 +440,16 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "target_rate", None) == "auto":
+        if args.no_baseline:
+            parser.error("--target-rate auto offers the baseline's rate: it cannot go with --no-baseline")
+        if args.eventhub_connection_string:
+            parser.error(
+                "--target-rate auto writes the baseline's backlog into a local emulator and starts the nodes "
+                "after it: give a --target-rate with --eventhub-connection-string"
+            )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "baseline-receive":
         from enginehub.loadtests.baseline import main as baseline_main

@@ -1,9 +1,10 @@
 """The SDK receive baseline: bare ``EventHubConsumerClient`` (aio) receive-and-discard, no sink, no rules.
 
 ``python -m enginehub.loadtests baseline-receive --partitions 0,2 ...`` is one process; the runner starts as
-many as there are ingest nodes, each on its share of the partitions, against the same emulator and the
-events the load run left there, so the figure is what the SDK alone can read on this machine. Each process
-prints one JSON line: events received and seconds from its first event to its last (or the time limit).
+many as there are ingest nodes, each on its share of the partitions, against the same emulator and a
+backlog there (the events the load run left, or with ``--target-rate auto`` a backlog written first by
+:func:`prefill`), so the figure is what the SDK alone can read on this machine. Each process prints one
+JSON line: events received and seconds from its first event to its last (or the time limit).
 """
 
 from __future__ import annotations
@@ -15,6 +16,25 @@ import time
 from typing import Any
 
 LOG = logging.getLogger(__name__)
+
+
+def prefill(
+    connection_string: str, eventhub: str, partitions: int, per_partition: int, prefix: str, batch: int = 250
+) -> int:
+    """``per_partition`` events into each partition (the load run's bodies, ids ``{prefix}-{p}-{k}``), sent
+    with the raw producer the load run uses; every batch is accepted or this raises. Returns the count."""
+    from enginehub.loadtests.clients.eventhub import RawProducer, encode_event
+    from enginehub.loadtests.loadrun import bodies
+
+    texts = bodies()
+    sent = 0
+    for p in range(partitions):
+        with RawProducer(connection_string, eventhub, str(p)) as producer:
+            for first in range(0, per_partition, batch):
+                ks = range(first, min(first + batch, per_partition))
+                producer.send_batch([encode_event(texts[k % len(texts)], f"{prefix}-{p}-{k}") for k in ks])
+                sent += len(ks)
+    return sent
 
 
 async def receive_and_discard(

@@ -90,7 +90,7 @@ def add_arguments(parser: Any, kind: str = "throughput") -> None:
         g.add_argument("--max-graceful-takeover", type=float, default=3.0)
 
 
-def _bodies(n: int = 512) -> list[bytes]:
+def bodies(n: int = 512) -> list[bytes]:
     from enginehub.ingest.testing import seed_line
 
     return [seed_line(1 + i % 100, 1 + i // 100).encode() for i in range(n)]
@@ -113,7 +113,7 @@ class ProducerLoop:
         #: bounded in count as well as in time: at most the events the rate asks for over --hold
         self.max_events = int(round(rate_per_user * opts.hold / self.batch)) * self.batch
         self.n = 0
-        self.bodies = _bodies()
+        self.bodies = bodies()
         self._pending: tuple[int, int] | None = None
         self._next = time.monotonic()
         cs = opts.eventhub_connection_string
@@ -188,7 +188,7 @@ class DeviceLoop:
         self.interval = self.window / rate if rate > 0 else 1.0
         self.max_events = int(round(rate * opts.hold / self.window)) * self.window
         self.n = 0
-        self.bodies = _bodies(64)
+        self.bodies = bodies(64)
         self._pending: tuple[int, int] | None = None
         self._next = time.monotonic()
         key = device_key(opts.group_key, self.device_id)

@@ -97,6 +97,8 @@ class IngestSettings:
     prefetch: int = 2000
     load_balancing_interval: float = 1.5
     ownership_expiry: float = 5.0
+    #: where a partition without checkpoint starts (``ingest --starting-position``)
+    starting_position: str = "earliest"
 
 
 def start_node(
@@ -126,6 +128,8 @@ def start_node(
             str(settings.batch_wait),
             "--prefetch",
             str(settings.prefetch),
+            "--starting-position",
+            settings.starting_position,
         ],
     )
 

@@ -1,19 +1,21 @@
 """Smokes of the benchmark runner (the public contract): a few seconds of each scenario, real processes.
 
 Each runs ``python -m enginehub.loadtests ... --json`` as a child process: the emulator, ingest nodes and
-Locust headless are its children; the last stdout line must be the JSON object with exactly the contract keys.
+Locust headless are its children; the last stdout line must be the JSON object with the contract keys first
+(throughput adds ``offered_events_per_s`` and ``baseline_ratio`` after them).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import sqlite3
 import subprocess
 import sys
 
 import pytest
 
-from enginehub.loadtests.__main__ import FAILOVER_KEYS, THROUGHPUT_KEYS
+from enginehub.loadtests.__main__ import FAILOVER_KEYS, THROUGHPUT_EXTRA_KEYS, THROUGHPUT_KEYS
 
 # never import locust here: it monkey-patches the whole interpreter (gevent); the runner starts it as a child
 pytestmark = [
@@ -59,7 +61,7 @@ def test_throughput_smoke(tmp_path):
         ],
         timeout=110,
     )
-    assert tuple(out) == THROUGHPUT_KEYS, out
+    assert tuple(out) == THROUGHPUT_KEYS + THROUGHPUT_EXTRA_KEYS, out
     # every figure is there, and the (deliberately impossible) rate threshold sets Locust's exit code
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "threshold failed: sustained" in proc.stderr
@@ -71,7 +73,57 @@ def test_throughput_smoke(tmp_path):
     assert 0 < out["p50_latency_ms"] <= out["p99_latency_ms"] < 10_000
     assert (out["consumer_nodes"], out["partitions"], out["sink"]) == (2, 4, "sqlite")
     assert out["sdk_receive_baseline_events_per_s"] > 0
+    assert out["offered_events_per_s"] == 1000
+    ratio = out["events_per_s_sustained"] / out["sdk_receive_baseline_events_per_s"]
+    assert out["baseline_ratio"] == pytest.approx(ratio, abs=0.001)
+    # an explicit --target-rate: no ratio threshold unless asked for (the offered rate may be the limit)
+    assert "threshold failed: sustained / SDK receive baseline" not in proc.stderr
     assert (tmp_path / "locust.log").read_text().count("eh.raw send_batch") >= 1
+
+
+@pytest.mark.timeout(120)
+def test_throughput_auto_measures_the_baseline_first_and_offers_a_fraction_of_it(tmp_path):
+    out, proc = run_runner(
+        # a light load for CI: 5 % of the baseline; the default (0.9) is the benchmark's
+        ["throughput", "--duration", "4", "--baseline-events", "8000", "--auto-fraction", "0.05"]
+        + ["--batch-size", "50", "--min-baseline-ratio", "0.5", "--workdir", str(tmp_path)],
+        timeout=110,
+    )
+    assert tuple(out) == THROUGHPUT_KEYS + THROUGHPUT_EXTRA_KEYS, out
+    baseline = out["sdk_receive_baseline_events_per_s"]
+    assert baseline > 0
+    assert out["offered_events_per_s"] == pytest.approx(baseline * 0.05, abs=0.1)
+    assert out["consumer_nodes"] == 1  # the throughput default
+    # the baseline read its own backlog, written before the nodes started; the nodes start after it, so the
+    # sink holds exactly the load's events
+    assert "baseline backlog: 8000 events written" in proc.stderr
+    assert out["rows"] == out["produced"] > 0 and out["lost"] == 0 and out["duplicates"] == 0, out
+    with sqlite3.connect(tmp_path / "sink.db") as db:
+        assert db.execute("SELECT count(*) FROM enginehub_events").fetchone()[0] == out["produced"]
+    # the ratio is ~0.05 by construction: below the 0.5 asked for, so the run fails and says why
+    assert out["baseline_ratio"] < 0.5
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "threshold failed: sustained / SDK receive baseline" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--no-baseline"], "cannot go with --no-baseline"),
+        (["--eventhub-connection-string", "Endpoint=sb://127.0.0.1/;"], "give a --target-rate"),
+        (["--target-rate", "fast"], "a number) or auto"),
+        (["--target-rate", "0"], "must be > 0"),
+    ],
+)
+def test_throughput_refuses_what_auto_cannot_do(args, message):
+    proc = subprocess.run(
+        [sys.executable, "-m", "enginehub.loadtests", "throughput", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert message in proc.stderr
 
 
 @pytest.mark.timeout(150)
