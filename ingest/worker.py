@@ -119,9 +119,17 @@ def pack_events(
 
 
 _SEQ, _OFFSET, _ENQUEUED = b"x-opt-sequence-number", b"x-opt-offset", b"x-opt-enqueued-time"
-#: (index in pyamqp's Properties, annotation key) of the message properties copied into system_properties
-_PROPERTY_FIELDS = ((5, b"correlation-id"), (1, b"user-id"), (2, b"to"), (3, b"subject"), (4, b"reply-to"))
-_GROUP_ID = (10, b"group-id")
+#: (index in pyamqp's Properties, annotation key) of the message properties copied into system_properties,
+#: in to_record's order
+_PROPERTY_FIELDS = (
+    (5, b"correlation-id"),
+    (1, b"user-id"),
+    (2, b"to"),
+    (3, b"subject"),
+    (4, b"reply-to"),
+    (10, b"group-id"),
+)
+_make_record: Callable[..., EventRecord] | None = None  # consumer.make_record (consumer imports this module)
 
 
 def record_from_packed(
@@ -129,21 +137,23 @@ def record_from_packed(
 ) -> EventRecord:
     """The :class:`EventRecord` that :func:`~enginehub.ingest.consumer.to_record` makes of the same
     ``EventData`` (tested for equality on generated messages)."""
-    from enginehub.ingest.consumer import make_record
+    global _make_record
+    if _make_record is None:
+        from enginehub.ingest.consumer import make_record as _make_record
 
     annotations, props, app, body = item
     system = dict(annotations) if annotations else {}
     message_id = content_type = None
     if props is not None:
         message_id, content_type = props[0], props[6]
-        for index, key in (*_PROPERTY_FIELDS, _GROUP_ID):
+        for index, key in _PROPERTY_FIELDS:
             value = props[index]
             if value:
                 system[key] = value
     seq = system.get(_SEQ)
     offset = system.get(_OFFSET)
     stamp = system.get(_ENQUEUED)
-    return make_record(
+    return _make_record(
         eventhub,
         consumer_group,
         partition_id,
