@@ -10,8 +10,9 @@ builds the records, routes them, writes them through the same :class:`Confirming
 per-row failures, dead letters) and answers. The delivery rule is unchanged: the receiving process
 checkpoints a batch only after the worker reported every row stored.
 
-Protocol (length-prefixed pickles over an AF_UNIX socket pair; the worker is our own child process, so
-nothing here is read from an untrusted peer):
+Protocol (length-prefixed messages over an AF_UNIX socket pair, each in ``marshal`` when it can be (the
+batches: tuples, dicts, bytes, ints, ~3.5 x cheaper to encode than pickle) and else in pickle; the worker
+is our own child process on the same interpreter, so nothing here is read from an untrusted peer):
 
 - parent -> worker: the :class:`WorkerSpec` first, then ``("batch", id, eventhub, consumer group,
   partition id, items)`` and ``("give_up",)`` (shutdown: stop retrying a down sink). EOF = stop: the
@@ -30,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import marshal
 import pickle
 import signal
 import socket
@@ -201,16 +203,32 @@ def _unreadable(item: tuple[Any, ...], exc: Exception, eventhub: str, cg: str, p
 
 
 # -- framing ------------------------------------------------------------------------------------------------
+_MARSHAL, _PICKLE = b"M", b"P"
+
+
 def _frame(obj: Any) -> bytes:
-    data = pickle.dumps(obj, protocol=5)
+    """One message: marshal for plain data (a batch of packed events: 0.24 us per event against 0.86 with
+    pickle, in the receiving process, which is the pipeline's bottleneck), pickle for anything else (the
+    spec, an annotation of a type marshal does not take, such as a UUID)."""
+    try:
+        data = _MARSHAL + marshal.dumps(obj)
+    except ValueError:
+        data = _PICKLE + pickle.dumps(obj, protocol=5)
     return _HEADER.pack(len(data)) + data
+
+
+def _unframe(data: bytes) -> Any:
+    body = memoryview(data)[1:]
+    if data[:1] == _MARSHAL:
+        return marshal.loads(body)  # noqa: S302 - our own child/parent only
+    return pickle.loads(body)  # noqa: S301 - our own child/parent only
 
 
 async def _read(reader: asyncio.StreamReader) -> Any:
     """The next message, or None at EOF."""
     try:
         (size,) = _HEADER.unpack(await reader.readexactly(_HEADER.size))
-        return pickle.loads(await reader.readexactly(size))  # noqa: S301 - our own child/parent only
+        return _unframe(await reader.readexactly(size))
     except (asyncio.IncompleteReadError, ConnectionError):
         return None
 
