@@ -56,7 +56,7 @@ test-server-mode: venv azurite ## the integration suites with every emulator as 
 load-smoke: venv azurite ## short smokes of every Locust scenario (a few seconds each)
 	$(PY) -m pytest tests/integration/loadtests $(PYTEST_ARGS)
 
-bench-load: venv ## load benchmarks: sustained throughput (60 s) and failover figures, one JSON line each
+bench-load: venv ## load benchmarks: throughput (SDK baseline first, then 0.9 x it for 60 s) and failover, one JSON line each
 	$(PY) -m enginehub.loadtests throughput --duration 60 --json
 	$(PY) -m enginehub.loadtests failover --json
 
