@@ -7,10 +7,10 @@ SQLite file, a shared file checkpoint store), runs Locust headless with ``scenar
 ``throughput`` also measures the bare SDK receive baseline on the same emulator and partitions (one bare
 SDK process per ingest node, reading a backlog with the machine to itself). With ``--target-rate auto``
 (the default) it does so first, on a backlog of ``--baseline-events`` written before the nodes start (the
-nodes start after it), and then offers exactly the baseline's rate: what the bare SDK could just take in.
-The sustained rate is then what the whole pipeline carries at that load, and ``baseline_ratio`` (sustained
-/ baseline) is the share of the SDK's own rate that arrives in the sink; ``--min-baseline-ratio`` (0.85
-here) is a threshold. The backlog grows while the offered rate exceeds what the pipeline carries, so the
+nodes start after it), and then offers ``--auto-fraction`` (0.9) of the baseline's rate. The sustained
+rate is then what the whole pipeline carries at that load, and ``baseline_ratio`` (sustained / baseline)
+is the share of the SDK's own rate that arrives in the sink; ``--min-baseline-ratio`` (0.85 with ``auto``)
+is a threshold. The backlog grows while the offered rate exceeds what the pipeline carries, so the
 latencies of an ``auto`` run are those of a saturated pipeline; give a ``--target-rate`` below capacity to
 measure latency (the baseline is then measured after the load, on its events).
 
@@ -72,6 +72,8 @@ THROUGHPUT_KEYS = (
 #: after the contract's keys
 THROUGHPUT_EXTRA_KEYS = ("offered_events_per_s", "baseline_ratio")
 DEVICE_KEYS = ("events_per_s_sustained", "rows", "lost", "duplicates", "p50_latency_ms", "p99_latency_ms")
+#: the issue's target for sustained / SDK receive baseline: the threshold of an ``auto`` run
+AUTO_MIN_BASELINE_RATIO = 0.85
 FAILOVER_KEYS = ("crash_takeover_s", "graceful_takeover_s", "lost", "duplicates", "rows", "produced")
 
 
@@ -90,15 +92,10 @@ def _rate(text: str) -> float | str:
 def _common(p: argparse.ArgumentParser, *, rate: float | str, hold: float, nodes: int) -> None:
     p.add_argument("--json", action="store_true", help="print the one-line JSON result last")
     p.add_argument("--duration", type=float, default=hold, help="seconds the target rate is held")
+    help_rate = "events/s offered (default %(default)s)"
     if rate == "auto":
-        help_rate = (
-            "events/s offered, or auto: measure the SDK receive baseline first and offer its rate "
-            "(default %(default)s)"
-        )
-        p.add_argument("--target-rate", type=_rate, default=rate, help=help_rate)
-    else:
-        help_rate = "events/s offered (default %(default)s)"
-        p.add_argument("--target-rate", type=float, default=rate, help=help_rate)
+        help_rate += "; auto: measure the SDK receive baseline first and offer --auto-fraction of it"
+    p.add_argument("--target-rate", type=_rate if rate == "auto" else float, default=rate, help=help_rate)
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--consumer-nodes", type=int, default=nodes)
     p.add_argument("--producers", type=int, default=0, help="producer users (default: one per partition)")
@@ -133,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-baseline-ratio",
         type=float,
         default=None,
-        help="threshold on sustained / baseline (default: 0.85 with --target-rate auto, else none)",
+        help=f"threshold on sustained / baseline (default {AUTO_MIN_BASELINE_RATIO} with auto, else none)",
     )
     t.add_argument("--baseline-seconds", type=float, default=20.0, help="time limit of the SDK baseline")
     t.add_argument(
@@ -421,7 +418,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
             LOG.info("sustained / SDK receive baseline = %s", ratio)
             min_ratio = args.min_baseline_ratio
             if min_ratio is None and auto:
-                min_ratio = 0.85
+                min_ratio = AUTO_MIN_BASELINE_RATIO
             if min_ratio is not None and (ratio is None or ratio < min_ratio):
                 result.setdefault("failures", []).append(
                     f"sustained / SDK receive baseline {ratio} < {min_ratio}"

@@ -126,6 +126,7 @@ def test_plain_batches_travel_in_marshal_and_anything_else_in_pickle() -> None:
         frame = _frame(message)
         assert frame[4:5] == kind
         assert int.from_bytes(frame[:4], "big") == len(frame) - 4
-        assert _unframe(frame[4:]) == message
-        records, dead = unpack_events(_unframe(frame[4:])[5], "eh1", "cg", "0")
+        decoded = _unframe(frame[4:])
+        assert decoded == message
+        records, dead = unpack_events(decoded[5], "eh1", "cg", "0")
         assert not dead and records == [to_record(e, "eh1", "cg", "0") for e in events]
