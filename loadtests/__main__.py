@@ -16,8 +16,9 @@ measure latency (the baseline is then measured after the load, on its events).
 
 - ``throughput``: ``events_per_s_sustained``, ``produced``, ``rows``, ``lost``, ``duplicates``,
   ``p50_latency_ms``, ``p99_latency_ms``, ``consumer_nodes``, ``partitions``, ``sink``,
-  ``sdk_receive_baseline_events_per_s`` (the contract), then ``offered_events_per_s`` and
-  ``baseline_ratio``;
+  ``sdk_receive_baseline_events_per_s`` (the contract), then ``offered_events_per_s``,
+  ``baseline_ratio`` and ``event_loop`` (the loop the nodes and the bare SDK processes ran on:
+  ``--event-loop``, uvloop where installed);
 - ``failover``: ``crash_takeover_s``, ``graceful_takeover_s``, ``lost``, ``duplicates``, ``rows``,
   ``produced``.
 
@@ -44,6 +45,8 @@ from pathlib import Path
 from typing import Any
 
 from enginehub.harness.testing.processes import IngestNode, child_pids, cpu_seconds
+from enginehub.ingest.eventloop import EVENT_LOOPS
+from enginehub.ingest.eventloop import resolve as resolve_loop
 from enginehub.loadtests.stack import (
     HarnessUp,
     IngestSettings,
@@ -70,7 +73,7 @@ THROUGHPUT_KEYS = (
     "sdk_receive_baseline_events_per_s",
 )
 #: after the contract's keys
-THROUGHPUT_EXTRA_KEYS = ("offered_events_per_s", "baseline_ratio")
+THROUGHPUT_EXTRA_KEYS = ("offered_events_per_s", "baseline_ratio", "event_loop")
 DEVICE_KEYS = ("events_per_s_sustained", "rows", "lost", "duplicates", "p50_latency_ms", "p99_latency_ms")
 #: the issue's target for sustained / SDK receive baseline: the threshold of an ``auto`` run
 AUTO_MIN_BASELINE_RATIO = 0.85
@@ -103,6 +106,12 @@ def _common(p: argparse.ArgumentParser, *, rate: float | str, hold: float, nodes
     p.add_argument("--batch-size", type=int, default=250, help="events per produced batch")
     p.add_argument("--ingest-batch-size", type=int, default=500)
     p.add_argument("--ingest-prefetch", type=int, default=2000)
+    p.add_argument(
+        "--event-loop",
+        choices=EVENT_LOOPS,
+        default="auto",
+        help="ingest nodes' event loop, and the SDK baseline's (default %(default)s: uvloop when installed)",
+    )
     p.add_argument(
         "--warmup", type=float, default=None, help="s left out of the steady window (default 10%%)"
     )
@@ -172,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-size", type=int, default=500)
     b.add_argument("--prefetch", type=int, default=2000)
     b.add_argument("--track-last-enqueued", action="store_true", help="as ingest does (lag metrics)")
+    b.add_argument("--event-loop", choices=EVENT_LOOPS, default="auto")
     return parser
 
 
@@ -255,6 +265,8 @@ def _baseline(args: argparse.Namespace, workdir: Path, cs: str, produced: int) -
             "--prefetch",
             str(args.ingest_prefetch),
             "--track-last-enqueued",  # the ingest nodes receive with it (their lag metric): same SDK work
+            "--event-loop",
+            args.event_loop,  # and on the nodes' event loop
         ]
         log = open(workdir / f"baseline-{i}.log", "w")  # noqa: SIM115 - closed below
         children.append((subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, text=True), log))
@@ -335,7 +347,9 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
                 LOG.error("the Event Hubs emulator did not start: %s", exc)
                 return {}, 2
             cs = emulator.connection_string
-        settings = IngestSettings(batch_size=args.ingest_batch_size, prefetch=args.ingest_prefetch)
+        settings = IngestSettings(
+            batch_size=args.ingest_batch_size, prefetch=args.ingest_prefetch, event_loop=args.event_loop
+        )
         if auto:
             baseline, last_seq = _baseline_first(args, workdir, cs)
             if not baseline:
@@ -414,6 +428,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
             ratio = round(float(sustained) / baseline, 3) if baseline and sustained is not None else None
             result["offered_events_per_s"] = args.target_rate
             result["baseline_ratio"] = ratio
+            result["event_loop"] = resolve_loop(args.event_loop)
             out = {k: result.get(k) for k in (*THROUGHPUT_KEYS, *THROUGHPUT_EXTRA_KEYS)}
             LOG.info("sustained / SDK receive baseline = %s", ratio)
             min_ratio = args.min_baseline_ratio

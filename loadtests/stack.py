@@ -99,6 +99,8 @@ class IngestSettings:
     ownership_expiry: float = 5.0
     #: where a partition without checkpoint starts (``ingest --starting-position``)
     starting_position: str = "earliest"
+    #: ``ingest --event-loop`` (the SDK baseline runs on the same loop)
+    event_loop: str = "auto"
 
 
 def start_node(
@@ -130,6 +132,8 @@ def start_node(
             str(settings.prefetch),
             "--starting-position",
             settings.starting_position,
+            "--event-loop",
+            settings.event_loop,
         ],
     )
 

@@ -16,6 +16,7 @@ from azure.eventhub import EventData
 from azure.eventhub._pyamqp.message import Message, Properties
 
 from enginehub.harness.testing.processes import child_pids, running
+from enginehub.ingest.eventloop import resolve as resolve_loop
 from enginehub.ingest.metrics import Metrics
 from enginehub.ingest.model import SinkConfigError
 from enginehub.ingest.rules import load_rules
@@ -154,16 +155,28 @@ def _n_events(n: int) -> list[tuple[str, str]]:
     return [(seed_line(1 + i % 10, 1 + i // 10), message_id(1 + i % 10, 1 + i // 10)) for i in range(n)]
 
 
-@pytest.mark.parametrize("mode", ["--sink-worker", "--no-sink-worker"])
+@pytest.mark.parametrize(
+    ("mode", "loop"),
+    [
+        ("--sink-worker", "auto"),
+        ("--no-sink-worker", "auto"),
+        ("--sink-worker", "asyncio"),  # the loop where uvloop is missing (Windows), node and worker alike
+    ],
+)
 def test_both_modes_write_exactly_n_rows_and_stop_cleanly(
-    emulator, consumers, tmp_path: Path, mode: str
+    emulator, consumers, tmp_path: Path, mode: str, loop: str
 ) -> None:
     db = tmp_path / "ingest.db"
     produce(emulator.connection_string, _n_events(400))
-    node = consumers(consumer_args(emulator, db, "--checkpoint-dir", str(tmp_path / "ckpt"), mode))
+    args = consumer_args(emulator, db, "--checkpoint-dir", str(tmp_path / "ckpt"), mode, "--event-loop", loop)
+    node = consumers(args)
     poll(lambda: row_count(db) >= 400, 60, lambda: f"{row_count(db)} rows\n{node.tail()}")
+    assert f"event loop {resolve_loop(loop)}" in node.tail(200)
     workers = child_pids(node.proc.pid)
     assert len(workers) == (1 if mode == "--sink-worker" else 0), workers
+    if workers:
+        cmdline = Path(f"/proc/{workers[0]}/cmdline").read_bytes().split(b"\0")
+        assert cmdline[cmdline.index(b"--event-loop") + 1] == loop.encode()
     node.terminate()
     assert node.wait(30) == 0, node.tail()
     assert sqlite_query(db, "SELECT count(*), count(DISTINCT id) FROM enginehub_events") == [(400, 400)]

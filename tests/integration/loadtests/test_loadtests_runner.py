@@ -2,7 +2,7 @@
 
 Each runs ``python -m enginehub.loadtests ... --json`` as a child process: the emulator, ingest nodes and
 Locust headless are its children; the last stdout line must be the JSON object with the contract keys first
-(throughput adds ``offered_events_per_s`` and ``baseline_ratio`` after them).
+(throughput adds ``offered_events_per_s``, ``baseline_ratio`` and ``event_loop`` after them).
 """
 
 from __future__ import annotations
@@ -15,7 +15,12 @@ import sys
 
 import pytest
 
-from enginehub.loadtests.__main__ import FAILOVER_KEYS, THROUGHPUT_EXTRA_KEYS, THROUGHPUT_KEYS
+from enginehub.ingest.eventloop import resolve as resolve_loop
+from enginehub.loadtests.__main__ import (
+    FAILOVER_KEYS,
+    THROUGHPUT_EXTRA_KEYS,
+    THROUGHPUT_KEYS,
+)
 
 # never import locust here: it monkey-patches the whole interpreter (gevent); the runner starts it as a child
 pytestmark = [
@@ -94,6 +99,9 @@ def test_throughput_auto_measures_the_baseline_first_and_offers_a_fraction_of_it
     assert baseline > 0
     assert out["offered_events_per_s"] == pytest.approx(baseline * 0.05, abs=0.1)
     assert out["consumer_nodes"] == 1  # the throughput default
+    # the nodes and the bare SDK processes ran on the same loop, and the JSON says which
+    assert out["event_loop"] == resolve_loop("auto")
+    assert "--event-loop auto" in proc.stderr  # the node's command line, as logged
     # the baseline read its own backlog, written before the nodes started; the nodes start after it, so the
     # sink holds exactly the load's events
     assert "baseline backlog: 8000 events written" in proc.stderr
