@@ -36,6 +36,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -118,7 +119,11 @@ def _common(p: argparse.ArgumentParser, *, rate: float | str, hold: float, nodes
     p.add_argument("--drain-timeout", type=float, default=120.0)
     p.add_argument("--eventhub-connection-string", help="use this namespace instead of starting the emulator")
     p.add_argument("--eventhub", default="eh1")
-    p.add_argument("--workdir", help="keep logs, the SQLite file and checkpoints here (default: a temp dir)")
+    p.add_argument(
+        "--workdir",
+        help="keep logs, the SQLite file, the hub's data and checkpoints here (default: a temp dir, removed "
+        "after a run that passed; after a failure only its logs, report and checkpoints are kept)",
+    )
     p.add_argument("--max-p99-ms", type=float, default=None)
     p.add_argument(
         "--timeout", type=float, default=0, help="hard limit for the Locust run (default: derived)"
@@ -320,6 +325,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     auto = args.command == "throughput" and args.target_rate == "auto"
     baseline: float | None = None
     extra: list[str] = []
+    passed = False
     try:
         if devices:
             stack = HarnessUp(workdir, args.partitions)
@@ -441,6 +447,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
                 code = max(code, 1)
         for failure in result.get("failures", []):
             LOG.warning("threshold failed: %s", failure)
+        passed = code == 0
         return out, code
     finally:
         for node in nodes:
@@ -449,6 +456,28 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
             emulator.stop()
         if stack is not None:
             stack.stop()
+        if not args.workdir:
+            tidy_workdir(workdir, passed)
+
+
+#: what a run writes in bulk (about 1 GB per minute at 19,000 events/s): the sink and the hub's data
+BULKY = ("sink.db", "sink.db-wal", "sink.db-shm", "eventhubs-data", "stack-data")
+
+
+def tidy_workdir(workdir: Path, passed: bool) -> None:
+    """The runner's own temp dir after a run: removed when every threshold was met; after a failure the
+    logs, the Locust report and the checkpoints stay for inspection and only the bulk goes (a 60 s run
+    writes about 1 GB; left behind, a few dozen runs fill a disk). ``--workdir`` keeps everything."""
+    if passed:
+        shutil.rmtree(workdir, ignore_errors=True)
+        return
+    for name in BULKY:
+        path = workdir / name
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    LOG.info("logs kept in %s (the sink and the hub's data removed; --workdir keeps them)", workdir)
 
 
 def main(argv: list[str] | None = None) -> int:

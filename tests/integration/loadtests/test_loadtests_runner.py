@@ -17,9 +17,11 @@ import pytest
 
 from enginehub.ingest.eventloop import resolve as resolve_loop
 from enginehub.loadtests.__main__ import (
+    BULKY,
     FAILOVER_KEYS,
     THROUGHPUT_EXTRA_KEYS,
     THROUGHPUT_KEYS,
+    tidy_workdir,
 )
 
 # never import locust here: it monkey-patches the whole interpreter (gevent); the runner starts it as a child
@@ -112,6 +114,23 @@ def test_throughput_auto_measures_the_baseline_first_and_offers_a_fraction_of_it
     assert out["baseline_ratio"] < 0.5
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "threshold failed: sustained / SDK receive baseline" in proc.stderr
+
+
+@pytest.mark.parametrize("passed", [True, False])
+def test_the_runners_temp_dir_goes_after_a_pass_and_only_its_bulk_after_a_failure(tmp_path, passed):
+    work = tmp_path / "enginehub-throughput-x"
+    (work / "eventhubs-data" / "eh1").mkdir(parents=True)
+    (work / "eventhubs-data" / "eh1" / "0.log").write_bytes(b"x" * 1000)
+    (work / "checkpoints").mkdir()
+    for name in ("sink.db", "sink.db-wal", "locust.log", "ingest-node-0.log", "locust-report.json"):
+        (work / name).write_text(name)
+    tidy_workdir(work, passed)
+    if passed:
+        assert not work.exists()
+    else:
+        left = {p.name for p in work.iterdir()}
+        assert left == {"checkpoints", "locust.log", "ingest-node-0.log", "locust-report.json"}, left
+        assert not left & set(BULKY)
 
 
 @pytest.mark.parametrize(
