@@ -35,6 +35,9 @@ from azure.eventhub.aio import EventHubConsumerClient
 from enginehub.harness.testing.processes import cpu_seconds
 from enginehub.ingest.checkpoint_file import FileCheckpointStore
 from enginehub.ingest.consumer import ConsumerOptions, IngestConsumer, to_record, tune_gc
+from enginehub.ingest.eventloop import EVENT_LOOPS
+from enginehub.ingest.eventloop import resolve as resolve_loop
+from enginehub.ingest.eventloop import run as run_on_loop
 from enginehub.ingest.rules import load_rules, route
 from enginehub.ingest.sinks.sqlite import SqliteSink, insert_sql, row_params, table_ddl
 from enginehub.ingest.testing import message_id, produce, seed_line
@@ -47,6 +50,7 @@ BATCH, PREFETCH = 500, 1000
 SYNCHRONOUS = "full"
 SINK_WORKER = True  # as the `ingest` CLI (--sink-worker, its default)
 WRITE_LINGER: float | None = None  # None: the default of the mode (as the CLI)
+EVENT_LOOP = "asyncio"  # as the `ingest` CLI (--event-loop); every variant runs on it (set in main)
 
 
 def _run_emulator(partitions: int, out: Any, stop: Any, groups: tuple[str, ...] = NAMES) -> None:
@@ -125,6 +129,7 @@ async def our_consumer(
             rules_factory=functools.partial(load_rules, None),
             write_linger=WorkerSpec.write_linger if WRITE_LINGER is None else WRITE_LINGER,
             log_level=logging.WARNING,
+            event_loop=EVENT_LOOP,
         )
     consumer = IngestConsumer(factory, store, sink, load_rules(None), opts, worker=worker)
     first: list[tuple[float, float]] = []  # (wall, process CPU) when the first event arrived
@@ -217,6 +222,12 @@ def main() -> None:
         "--no-sink-worker", action="store_true", help="rules and sink in the receiving process (threads)"
     )
     parser.add_argument("--default-gc", action="store_true", help="keep CPython's GC thresholds (all loops)")
+    parser.add_argument(
+        "--event-loop",
+        choices=EVENT_LOOPS,
+        default="asyncio",
+        help="every variant's event loop and the sink worker's (ingest --event-loop; default %(default)s)",
+    )
     args = parser.parse_args()
     globals().update(
         BATCH=args.batch_size,
@@ -224,6 +235,7 @@ def main() -> None:
         SYNCHRONOUS=args.synchronous,
         SINK_WORKER=not args.no_sink_worker,
         WRITE_LINGER=args.write_linger,
+        EVENT_LOOP=args.event_loop,
     )
     logging.basicConfig(level=logging.WARNING)
     if not args.default_gc:
@@ -249,7 +261,8 @@ def main() -> None:
         t0 = time.perf_counter()
         produce(cs, items, batch=500)
         took = time.perf_counter() - t0
-        print(f"produced {args.events} events into {args.partitions} partitions in {took:.1f} s")
+        loop = resolve_loop(args.event_loop)
+        print(f"produced {args.events} events into {args.partitions} partitions in {took:.1f} s; loop {loop}")
         with tempfile.TemporaryDirectory(prefix="ingest-bench-") as tmp:
             work = Path(tmp)
             for i in range(args.repeat):  # interleaved, so machine noise hits every variant alike
@@ -264,7 +277,7 @@ def main() -> None:
                         n = args.naive_events
                         coro = naive(cs, n, work, args.timeout, group, wal=wal)
                     c0 = time.process_time()
-                    total, steady, steady_cpu = asyncio.run(coro)
+                    total, steady, steady_cpu = run_on_loop(coro, args.event_loop)
                     cpu_s = time.process_time() - c0
                     steady_us[name].append(steady_cpu / n * 1e6)
                     cpu[name].append(cpu_s / total)

@@ -18,7 +18,7 @@ measure latency (the baseline is then measured after the load, on its events).
   ``p50_latency_ms``, ``p99_latency_ms``, ``consumer_nodes``, ``partitions``, ``sink``,
   ``sdk_receive_baseline_events_per_s`` (the contract), then ``offered_events_per_s``,
   ``baseline_ratio`` and ``event_loop`` (the loop the nodes and the bare SDK processes ran on:
-  ``--event-loop``, uvloop where installed);
+  ``--event-loop``);
 - ``failover``: ``crash_takeover_s``, ``graceful_takeover_s``, ``lost``, ``duplicates``, ``rows``,
   ``produced``.
 
@@ -119,8 +119,8 @@ def _common(p: argparse.ArgumentParser, *, rate: float | str, hold: float, nodes
     p.add_argument(
         "--event-loop",
         choices=EVENT_LOOPS,
-        default="auto",
-        help="ingest nodes' event loop, and the SDK baseline's (default %(default)s: uvloop when installed)",
+        default="asyncio",
+        help="ingest nodes' event loop, and the SDK baseline's (ingest --event-loop; default %(default)s)",
     )
     p.add_argument(
         "--warmup", type=float, default=None, help="s left out of the steady window (default 10%%)"
@@ -195,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-size", type=int, default=500)
     b.add_argument("--prefetch", type=int, default=2000)
     b.add_argument("--track-last-enqueued", action="store_true", help="as ingest does (lag metrics)")
-    b.add_argument("--event-loop", choices=EVENT_LOOPS, default="auto")
+    b.add_argument("--event-loop", choices=EVENT_LOOPS, default="asyncio")
     return parser
 
 

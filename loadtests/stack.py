@@ -100,7 +100,7 @@ class IngestSettings:
     #: where a partition without checkpoint starts (``ingest --starting-position``)
     starting_position: str = "earliest"
     #: ``ingest --event-loop`` (the SDK baseline runs on the same loop)
-    event_loop: str = "auto"
+    event_loop: str = "asyncio"
 
 
 def start_node(

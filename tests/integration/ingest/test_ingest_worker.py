@@ -158,9 +158,9 @@ def _n_events(n: int) -> list[tuple[str, str]]:
 @pytest.mark.parametrize(
     ("mode", "loop"),
     [
-        ("--sink-worker", "auto"),
-        ("--no-sink-worker", "auto"),
-        ("--sink-worker", "asyncio"),  # the loop where uvloop is missing (Windows), node and worker alike
+        ("--sink-worker", "asyncio"),  # the default
+        ("--no-sink-worker", "asyncio"),
+        ("--sink-worker", "auto"),  # uvloop where installed, node and worker alike
     ],
 )
 def test_both_modes_write_exactly_n_rows_and_stop_cleanly(

@@ -102,8 +102,8 @@ def test_throughput_auto_measures_the_baseline_first_and_offers_a_fraction_of_it
     assert out["offered_events_per_s"] == pytest.approx(baseline * 0.05, abs=0.1)
     assert out["consumer_nodes"] == 1  # the throughput default
     # the nodes and the bare SDK processes ran on the same loop, and the JSON says which
-    assert out["event_loop"] == resolve_loop("auto")
-    assert "--event-loop auto" in proc.stderr  # the node's command line, as logged
+    assert out["event_loop"] == resolve_loop("asyncio") == "asyncio"  # the default
+    assert "--event-loop asyncio" in proc.stderr  # the node's command line, as logged
     # the baseline read its own backlog, written before the nodes started; the nodes start after it, so the
     # sink holds exactly the load's events
     assert "baseline backlog: 8000 events written" in proc.stderr

@@ -1,5 +1,6 @@
-"""The event-loop choice: auto takes uvloop where it is installed and asyncio's loop where not, an explicit
-uvloop without the package is a clear error (also from the ingest CLI), and run() runs on what it said."""
+"""The event-loop choice (asyncio's own loop by default): auto takes uvloop where it is installed and
+asyncio's loop where not, an explicit uvloop without the package is a clear error (also from the ingest
+CLI), and run() runs on what it said."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ async def _loop_module() -> str:
 
 
 def test_auto_and_uvloop_run_on_uvloop_and_asyncio_on_asyncios_own_loop() -> None:
+    assert resolve() == "asyncio" and run(_loop_module()).startswith("asyncio")  # the default
     assert loop_factory("auto") is uvloop.new_event_loop and resolve("auto") == "uvloop"
     assert run(_loop_module(), "auto").startswith("uvloop")
     assert run(_loop_module(), "uvloop").startswith("uvloop")
@@ -74,4 +76,4 @@ def test_ingest_refuses_an_explicit_uvloop_it_cannot_import(
 
 def test_the_cli_choices_are_the_modules() -> None:
     action = next(a for a in cli.build_parser()._actions if a.dest == "event_loop")
-    assert tuple(action.choices) == eventloop.EVENT_LOOPS and action.default == "auto"
+    assert tuple(action.choices) == eventloop.EVENT_LOOPS and action.default == "asyncio"
