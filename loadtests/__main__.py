@@ -105,17 +105,8 @@ def _common(p: argparse.ArgumentParser, *, rate: float | str, hold: float, nodes
     p.add_argument("--producers", type=int, default=0, help="producer users (default: one per partition)")
     p.add_argument("--producer", choices=("raw", "sdk"), default="raw")
     p.add_argument("--batch-size", type=int, default=250, help="events per produced batch")
-    # the nodes' receive options, and the bare SDK baseline's: larger than ingest's own defaults (500,
-    # 1000), which suit a trickle; at ~20,000 events/s they carried ~3 % more (loadtests/README.md)
-    p.add_argument(
-        "--ingest-batch-size", type=int, default=1000, help="ingest --batch-size (default %(default)s)"
-    )
-    p.add_argument(
-        "--ingest-prefetch",
-        type=int,
-        default=6000,
-        help="ingest --prefetch: events buffered per partition (default %(default)s)",
-    )
+    p.add_argument("--ingest-batch-size", type=int, default=500)
+    p.add_argument("--ingest-prefetch", type=int, default=2000)
     p.add_argument(
         "--event-loop",
         choices=EVENT_LOOPS,

@@ -92,9 +92,9 @@ class HarnessUp:
 
 @dataclass(frozen=True)
 class IngestSettings:
-    batch_size: int = 1000
+    batch_size: int = 500
     batch_wait: float = 0.2
-    prefetch: int = 6000
+    prefetch: int = 2000
     load_balancing_interval: float = 1.5
     ownership_expiry: float = 5.0
     #: where a partition without checkpoint starts (``ingest --starting-position``)
