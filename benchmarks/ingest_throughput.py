@@ -35,7 +35,7 @@ from azure.eventhub.aio import EventHubConsumerClient
 from enginehub.harness.testing.processes import cpu_seconds
 from enginehub.ingest.checkpoint_file import FileCheckpointStore
 from enginehub.ingest.consumer import ConsumerOptions, IngestConsumer, to_record, tune_gc
-from enginehub.ingest.eventloop import EVENT_LOOPS
+from enginehub.ingest.eventloop import DEFAULT_LOOP, EVENT_LOOPS
 from enginehub.ingest.eventloop import resolve as resolve_loop
 from enginehub.ingest.eventloop import run as run_on_loop
 from enginehub.ingest.rules import load_rules, route
@@ -50,7 +50,7 @@ BATCH, PREFETCH = 500, 1000
 SYNCHRONOUS = "full"
 SINK_WORKER = True  # as the `ingest` CLI (--sink-worker, its default)
 WRITE_LINGER: float | None = None  # None: the default of the mode (as the CLI)
-EVENT_LOOP = "asyncio"  # as the `ingest` CLI (--event-loop); every variant runs on it (set in main)
+EVENT_LOOP = DEFAULT_LOOP  # as the `ingest` CLI (--event-loop); every variant runs on it (set in main)
 
 
 def _run_emulator(partitions: int, out: Any, stop: Any, groups: tuple[str, ...] = NAMES) -> None:
@@ -225,7 +225,7 @@ def main() -> None:
     parser.add_argument(
         "--event-loop",
         choices=EVENT_LOOPS,
-        default="asyncio",
+        default=DEFAULT_LOOP,
         help="every variant's event loop and the sink worker's (ingest --event-loop; default %(default)s)",
     )
     args = parser.parse_args()

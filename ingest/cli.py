@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from enginehub.ingest.eventloop import EVENT_LOOPS, loop_factory, run
+from enginehub.ingest.eventloop import DEFAULT_LOOP, EVENT_LOOPS, loop_factory, run
 from enginehub.ingest.metrics import Metrics, MetricsServer
 from enginehub.ingest.model import DEFAULT_TABLE, SinkError
 from enginehub.ingest.rules import RuleConfigError, load_rules
@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--event-loop",
         choices=EVENT_LOOPS,
-        default="asyncio",
+        default=DEFAULT_LOOP,
         help="event loop of the node and its sink worker: uvloop (the SDK spends ~10-15 %% less CPU per "
         "event on it; +9-10 %% events/s end to end), auto (uvloop when installed), asyncio "
         "(default %(default)s)",

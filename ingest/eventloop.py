@@ -24,13 +24,15 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 EVENT_LOOPS = ("auto", "uvloop", "asyncio")
+#: the default of every ``--event-loop`` (ingest, its sink worker, the load runner, the benchmark)
+DEFAULT_LOOP = "asyncio"
 
 
 class EventLoopUnavailable(ValueError):
     """``uvloop`` was asked for and cannot be imported."""
 
 
-def loop_factory(name: str = "asyncio") -> Callable[[], asyncio.AbstractEventLoop] | None:
+def loop_factory(name: str = DEFAULT_LOOP) -> Callable[[], asyncio.AbstractEventLoop] | None:
     """A factory for ``asyncio.Runner(loop_factory=...)``; None = asyncio's default loop."""
     if name not in EVENT_LOOPS:
         raise ValueError(f"event loop {name!r}: expected one of {', '.join(EVENT_LOOPS)}")
@@ -47,12 +49,12 @@ def loop_factory(name: str = "asyncio") -> Callable[[], asyncio.AbstractEventLoo
     return uvloop.new_event_loop
 
 
-def resolve(name: str = "asyncio") -> str:
+def resolve(name: str = DEFAULT_LOOP) -> str:
     """The loop ``name`` gives in this environment: ``uvloop`` or ``asyncio``."""
     return "asyncio" if loop_factory(name) is None else "uvloop"
 
 
-def run(main: Coroutine[Any, Any, T], name: str = "asyncio") -> T:
+def run(main: Coroutine[Any, Any, T], name: str = DEFAULT_LOOP) -> T:
     """``asyncio.run(main)`` on the loop ``name`` gives."""
     try:
         factory = loop_factory(name)

@@ -43,7 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from enginehub.ingest.eventloop import EVENT_LOOPS, run
+from enginehub.ingest.eventloop import DEFAULT_LOOP, EVENT_LOOPS, run
 from enginehub.ingest.metrics import Metrics
 from enginehub.ingest.model import DeadLetter, EventRecord, SinkConfigError, SinkUnavailableError
 from enginehub.ingest.rules import RuleSet, route_batch
@@ -77,7 +77,7 @@ class WorkerSpec:
     write_linger: float = 0.0
     log_level: int = logging.INFO
     #: the worker's event loop (``enginehub.ingest.eventloop``): the node's, passed on its command line
-    event_loop: str = "asyncio"
+    event_loop: str = DEFAULT_LOOP
 
 
 # -- packing (receiving process) and unpacking (worker) -----------------------------------------------------
@@ -480,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description="ingest sink worker (started by `ingest`, not by hand)")
     parser.add_argument("--fd", type=int, required=True, help="the socket inherited from the parent")
-    parser.add_argument("--event-loop", choices=EVENT_LOOPS, default="asyncio")
+    parser.add_argument("--event-loop", choices=EVENT_LOOPS, default=DEFAULT_LOOP)
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group: the parent drives the stop
     from enginehub.ingest.consumer import tune_gc

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from enginehub.harness.testing.processes import IngestNode, child_pids, cpu_seconds
-from enginehub.ingest.eventloop import EVENT_LOOPS
+from enginehub.ingest.eventloop import DEFAULT_LOOP, EVENT_LOOPS
 from enginehub.ingest.eventloop import resolve as resolve_loop
 from enginehub.loadtests.stack import (
     HarnessUp,
@@ -110,7 +110,7 @@ def _common(p: argparse.ArgumentParser, *, rate: float | str, hold: float, nodes
     p.add_argument(
         "--event-loop",
         choices=EVENT_LOOPS,
-        default="asyncio",
+        default=DEFAULT_LOOP,
         help="ingest nodes' event loop, and the SDK baseline's (ingest --event-loop; default %(default)s)",
     )
     p.add_argument(
@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-size", type=int, default=500)
     b.add_argument("--prefetch", type=int, default=2000)
     b.add_argument("--track-last-enqueued", action="store_true", help="as ingest does (lag metrics)")
-    b.add_argument("--event-loop", choices=EVENT_LOOPS, default="asyncio")
+    b.add_argument("--event-loop", choices=EVENT_LOOPS, default=DEFAULT_LOOP)
     return parser
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from enginehub.harness.providers.eventhubs import EventHubsProcess
 from enginehub.harness.testing.processes import IngestNode, start_ingest_node
+from enginehub.ingest.eventloop import DEFAULT_LOOP
 
 LOG = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ class IngestSettings:
     #: where a partition without checkpoint starts (``ingest --starting-position``)
     starting_position: str = "earliest"
     #: ``ingest --event-loop`` (the SDK baseline runs on the same loop)
-    event_loop: str = "asyncio"
+    event_loop: str = DEFAULT_LOOP
 
 
 def start_node(

@@ -76,4 +76,5 @@ def test_ingest_refuses_an_explicit_uvloop_it_cannot_import(
 
 def test_the_cli_choices_are_the_modules() -> None:
     action = next(a for a in cli.build_parser()._actions if a.dest == "event_loop")
-    assert tuple(action.choices) == eventloop.EVENT_LOOPS and action.default == "asyncio"
+    assert tuple(action.choices) == eventloop.EVENT_LOOPS
+    assert action.default == eventloop.DEFAULT_LOOP == "asyncio"
