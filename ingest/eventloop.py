@@ -3,8 +3,8 @@
 
 Why: the Event Hubs SDK reads every AMQP frame through ``asyncio.wait_for`` (a task and a timer handle per
 frame), and reading a live stream it wakes up for many small reads. libuv's loop does both for less. The
-bare SDK receiving 4 partitions on the 2-core development machine (loadtests/README.md, "Event loop"):
-backlog 45-47 -> 42 µs of CPU per event, live stream at 15,000 events/s 48-50 -> 42.
+bare SDK receiving 4 partitions on the 2-core development machine (loadtests/README.md, "Event loop and
+receive options"): backlog 45-47 -> 42 µs of CPU per event, live stream at 15,000 events/s 48-50 -> 42.
 
 uvloop is a dependency of the package on Linux and macOS (it has no Windows build); where it is missing,
 ``auto`` quietly uses asyncio's loop and ``uvloop`` is a clear error.
