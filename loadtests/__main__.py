@@ -14,11 +14,19 @@ is a threshold. The backlog grows while the offered rate exceeds what the pipeli
 latencies of an ``auto`` run are those of a saturated pipeline; give a ``--target-rate`` below capacity to
 measure latency (the baseline is then measured after the load, on its events).
 
+``--live-baseline`` adds a second comparison: after the run, with its nodes stopped, the same load (rate,
+producers, duration, warm-up) is offered again to bare SDK processes reading from ``@latest`` in place of
+the nodes, and what they read in the steady window is ``sdk_live_receive_events_per_s`` (its ratio
+``live_baseline_ratio``; ``--min-live-baseline-ratio`` a threshold). The backlog baseline is what the SDK
+reads with the machine to itself; the live one what it reads under the same load generator and emulator
+work as the pipeline; where the bare SDK keeps up with the offered rate, the live figure is a lower bound.
+
 - ``throughput``: ``events_per_s_sustained``, ``produced``, ``rows``, ``lost``, ``duplicates``,
   ``p50_latency_ms``, ``p99_latency_ms``, ``consumer_nodes``, ``partitions``, ``sink``,
   ``sdk_receive_baseline_events_per_s`` (the contract), then ``offered_events_per_s``,
-  ``baseline_ratio`` and ``event_loop`` (the loop the nodes and the bare SDK processes ran on:
-  ``--event-loop``);
+  ``baseline_ratio``, ``event_loop`` (the loop the nodes and the bare SDK processes ran on:
+  ``--event-loop``), ``sdk_live_receive_events_per_s`` and ``live_baseline_ratio`` (null without
+  ``--live-baseline``);
 - ``failover``: ``crash_takeover_s``, ``graceful_takeover_s``, ``lost``, ``duplicates``, ``rows``,
   ``produced``.
 
@@ -36,7 +44,9 @@ import dataclasses
 import json
 import logging
 import os
+import select
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -74,7 +84,13 @@ THROUGHPUT_KEYS = (
     "sdk_receive_baseline_events_per_s",
 )
 #: after the contract's keys
-THROUGHPUT_EXTRA_KEYS = ("offered_events_per_s", "baseline_ratio", "event_loop")
+THROUGHPUT_EXTRA_KEYS = (
+    "offered_events_per_s",
+    "baseline_ratio",
+    "event_loop",
+    "sdk_live_receive_events_per_s",
+    "live_baseline_ratio",
+)
 DEVICE_KEYS = ("events_per_s_sustained", "rows", "lost", "duplicates", "p50_latency_ms", "p99_latency_ms")
 #: the issue's target for sustained / SDK receive baseline: the threshold of an ``auto`` run
 AUTO_MIN_BASELINE_RATIO = 0.85
@@ -160,6 +176,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="--target-rate auto offers this fraction of the baseline (default %(default)s)",
     )
     t.add_argument("--no-baseline", action="store_true", help="skip the baseline (not with auto)")
+    t.add_argument(
+        "--live-baseline",
+        action="store_true",
+        help="after the run, offer its load once more to bare SDK processes in place of the nodes and "
+        "report what they read in the same steady window (sdk_live_receive_events_per_s; ~1 run longer)",
+    )
+    t.add_argument(
+        "--min-live-baseline-ratio",
+        type=float,
+        default=None,
+        help="threshold on sustained / live baseline (default none; needs --live-baseline)",
+    )
     t.add_argument("--baseline-consumer-group", default="baseline")
     f = sub.add_parser("failover", help="kill -9 one ingest node, later SIGTERM a second; takeover times")
     _common(f, rate=2000.0, hold=30.0, nodes=3)
@@ -187,17 +215,28 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--prefetch", type=int, default=2000)
     b.add_argument("--track-last-enqueued", action="store_true", help="as ingest does (lag metrics)")
     b.add_argument("--event-loop", choices=EVENT_LOOPS, default=DEFAULT_LOOP)
+    b.add_argument(
+        "--live", action="store_true", help="from @latest until SIGTERM, counting per time bucket (a load)"
+    )
     return parser
 
 
+def _warmup(args: argparse.Namespace) -> float:
+    """Seconds left out at the start of the steady window: ``--warmup``, else 10 % of the run (<= 10 s)."""
+    return args.warmup if args.warmup is not None else min(10.0, args.duration * 0.1)
+
+
 def _locust(
-    args: argparse.Namespace, workdir: Path, cs: str, sink_db: Path, extra: list[str]
+    args: argparse.Namespace, workdir: Path, cs: str, sink_db: Path | None, extra: list[str], tag: str = ""
 ) -> dict[str, Any]:
+    """Locust headless with the command's scenario; its report (``locust{tag}-report.json``) as a dict.
+    Without ``sink_db`` it only produces (the live baseline's load)."""
     scenario = SCENARIOS / {"failover": "failover.py", "devices": "device_fleet.py"}.get(
         args.command, "throughput.py"
     )
-    report = workdir / "locust-report.json"
-    warmup = args.warmup if args.warmup is not None else min(10.0, args.duration * 0.1)
+    report = workdir / f"locust{tag}-report.json"
+    log_path = workdir / f"locust{tag}.log"
+    warmup = _warmup(args)
     argv = [sys.executable, "-m", "locust", "-f", str(scenario), "--headless", "--only-summary"]
     argv += ["--loglevel", "INFO", "--stop-timeout", "10"]
     if args.command == "devices":
@@ -208,12 +247,14 @@ def _locust(
         argv += ["--partitions", str(args.partitions), "--producers", str(args.producers or args.partitions)]
         argv += ["--producer", args.producer, "--batch-size", str(args.batch_size)]
     argv += ["--target-rate", str(args.target_rate), "--hold", str(args.duration), "--warmup", str(warmup)]
-    argv += ["--sink-db", str(sink_db), "--drain-timeout", str(args.drain_timeout)]
+    if sink_db is not None:
+        argv += ["--sink-db", str(sink_db)]
+    argv += ["--drain-timeout", str(args.drain_timeout)]
     argv += ["--report-json", str(report), *extra]
     if args.max_p99_ms is not None:
         argv += ["--max-p99-ms", str(args.max_p99_ms)]
     limit = args.timeout or (args.duration + args.drain_timeout + 60)
-    with open(workdir / "locust.log", "w") as log:
+    with open(log_path, "w") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + limit
         status, usage = 0, None
@@ -236,43 +277,58 @@ def _locust(
     if report.exists():
         result.update(json.loads(report.read_text()))
     else:
-        tail = (workdir / "locust.log").read_text(errors="replace").splitlines()[-30:]
+        tail = log_path.read_text(errors="replace").splitlines()[-30:]
         LOG.error("Locust wrote no report (exit %s):\n%s", code, "\n".join(tail))
     return result
 
 
-def _baseline(args: argparse.Namespace, workdir: Path, cs: str, produced: int) -> float | None:
+def _shares(args: argparse.Namespace) -> list[list[str]]:
+    """The partitions of each bare SDK process: one per ingest node, split as the nodes would."""
     nodes = max(1, args.consumer_nodes)
     shares = [[str(p) for p in range(args.partitions) if p % nodes == i] for i in range(nodes)]
-    shares = [s for s in shares if s]
+    return [s for s in shares if s]
+
+
+def _baseline_argv(args: argparse.Namespace, cs: str, share: list[str], seconds: float) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "enginehub.loadtests",
+        "baseline-receive",
+        "--eventhub-connection-string",
+        cs,
+        "--eventhub",
+        args.eventhub,
+        "--consumer-group",
+        args.baseline_consumer_group,
+        "--partitions",
+        ",".join(share),
+        "--seconds",
+        str(seconds),
+        "--batch-size",
+        str(args.ingest_batch_size),
+        "--prefetch",
+        str(args.ingest_prefetch),
+        "--track-last-enqueued",  # the ingest nodes receive with it (their lag metric): same SDK work
+        "--event-loop",
+        args.event_loop,  # and on the nodes' event loop
+    ]
+
+
+def _result_line(proc: subprocess.Popen[str], out: str | None) -> dict[str, Any] | None:
+    lines = [ln for ln in (out or "").splitlines() if ln.startswith("{") and '"ready"' not in ln]
+    if not lines:
+        LOG.error("baseline process %s printed no result (exit %s)", proc.pid, proc.returncode)
+        return None
+    return json.loads(lines[-1])
+
+
+def _baseline(args: argparse.Namespace, workdir: Path, cs: str, produced: int) -> float | None:
+    shares = _shares(args)
     per_process = max(1000, produced // len(shares))
     children = []
     for i, share in enumerate(shares):
-        argv = [
-            sys.executable,
-            "-m",
-            "enginehub.loadtests",
-            "baseline-receive",
-            "--eventhub-connection-string",
-            cs,
-            "--eventhub",
-            args.eventhub,
-            "--consumer-group",
-            args.baseline_consumer_group,
-            "--partitions",
-            ",".join(share),
-            "--max-events",
-            str(per_process),
-            "--seconds",
-            str(args.baseline_seconds),
-            "--batch-size",
-            str(args.ingest_batch_size),
-            "--prefetch",
-            str(args.ingest_prefetch),
-            "--track-last-enqueued",  # the ingest nodes receive with it (their lag metric): same SDK work
-            "--event-loop",
-            args.event_loop,  # and on the nodes' event loop
-        ]
+        argv = _baseline_argv(args, cs, share, args.baseline_seconds) + ["--max-events", str(per_process)]
         log = open(workdir / f"baseline-{i}.log", "w")  # noqa: SIM115 - closed below
         children.append((subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, text=True), log))
     total, longest = 0, 0.0
@@ -283,15 +339,82 @@ def _baseline(args: argparse.Namespace, workdir: Path, cs: str, produced: int) -
             os.kill(proc.pid, 9)
             out, _ = proc.communicate()
         log.close()
-        lines = [ln for ln in (out or "").splitlines() if ln.startswith("{")]
-        if not lines:
-            LOG.error("baseline process %s printed no result (exit %s)", proc.pid, proc.returncode)
+        r = _result_line(proc, out)
+        if r is None:
             return None
-        r = json.loads(lines[-1])
         LOG.info("baseline process: %s", r)
         total += int(r["events"])
         longest = max(longest, float(r["seconds"]))
     return round(total / longest, 1) if longest > 0 else None
+
+
+def _live_baseline(args: argparse.Namespace, workdir: Path, cs: str) -> float | None:
+    """``--live-baseline``: the load run's load once more (same rate, producers, duration and warm-up),
+    read by bare SDK processes (from ``@latest``) in place of the stopped ingest nodes; returns the events/s
+    they read in the steady window together, the window the sustained rate is measured on."""
+    from enginehub.loadtests.baseline import live_rate
+
+    warmup = _warmup(args)
+    limit = args.duration + warmup + args.drain_timeout + 120  # a bound; SIGTERM ends them after the load
+    children: list[tuple[subprocess.Popen[str], Any]] = []
+    results: list[dict[str, Any]] = []
+    try:
+        for i, share in enumerate(_shares(args)):
+            argv = _baseline_argv(args, cs, share, limit) + ["--live"]
+            log = open(workdir / f"live-baseline-{i}.log", "w")  # noqa: SIM115 - closed below
+            children.append((subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, text=True), log))
+        deadline = time.monotonic() + 60
+        for proc, _ in children:
+            assert proc.stdout is not None
+            ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+            line = proc.stdout.readline() if ready else ""
+            if '"ready"' not in line:
+                LOG.error("live baseline process %s did not open its partitions: %r", proc.pid, line)
+                return None
+        LOG.info("live baseline: the same load again, read by %d bare SDK process(es)", len(children))
+        load = _locust(args, workdir, cs, None, [], tag="-live-baseline")
+        for proc, _ in children:
+            proc.send_signal(signal.SIGTERM)
+        for proc, _ in children:
+            try:
+                out, _ = proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, 9)
+                out, _ = proc.communicate()
+            r = _result_line(proc, out)
+            if r is None:
+                return None
+            results.append(r)
+            LOG.info(
+                "live baseline process: %s",
+                {k: v for k, v in r.items() if k not in ("buckets", "bucket_s")},
+            )
+    finally:
+        for proc, log in children:
+            if proc.poll() is None:
+                os.kill(proc.pid, 9)
+                proc.wait()
+            log.close()
+    window = load.get("steady_window_epoch")
+    if load.get("locust_exit_code") != 0 or not window:
+        LOG.error("the live baseline's load failed (exit %s)", load.get("locust_exit_code"))
+        return None
+    rate = live_rate(results, (float(window[0]), float(window[1])))
+    received = sum(int(r["events"]) for r in results)
+    LOG.info(
+        "live baseline: %s events/s in the steady window; %d produced, %d received in all",
+        rate,
+        int(load.get("produced") or 0),
+        received,
+    )
+    offered = float(args.target_rate)
+    if rate is not None and rate >= 0.97 * offered:
+        LOG.info(
+            "the bare SDK kept up with the %.0f events/s offered: its live figure is a lower bound of what "
+            "it can read, and the live ratio the pipeline's share of a load the bare SDK carries in full",
+            offered,
+        )
+    return rate
 
 
 def _baseline_first(args: argparse.Namespace, workdir: Path, cs: str) -> tuple[float | None, int]:
@@ -435,6 +558,12 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
             result["offered_events_per_s"] = args.target_rate
             result["baseline_ratio"] = ratio
             result["event_loop"] = resolve_loop(args.event_loop)
+            live = None
+            if args.live_baseline and result.get("produced"):
+                live = _live_baseline(args, workdir, cs)
+            live_ratio = round(float(sustained) / live, 3) if live and sustained is not None else None
+            result["sdk_live_receive_events_per_s"] = live
+            result["live_baseline_ratio"] = live_ratio
             out = {k: result.get(k) for k in (*THROUGHPUT_KEYS, *THROUGHPUT_EXTRA_KEYS)}
             LOG.info("sustained / SDK receive baseline = %s", ratio)
             min_ratio = args.min_baseline_ratio
@@ -443,6 +572,14 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
             if min_ratio is not None and (ratio is None or ratio < min_ratio):
                 result.setdefault("failures", []).append(
                     f"sustained / SDK receive baseline {ratio} < {min_ratio}"
+                )
+                code = max(code, 1)
+            if args.live_baseline:
+                LOG.info("sustained / live SDK receive baseline = %s", live_ratio)
+            min_live = args.min_live_baseline_ratio
+            if min_live is not None and (live_ratio is None or live_ratio < min_live):
+                result.setdefault("failures", []).append(
+                    f"sustained / live SDK receive baseline {live_ratio} < {min_live}"
                 )
                 code = max(code, 1)
         for failure in result.get("failures", []):
@@ -491,6 +628,8 @@ def main(argv: list[str] | None = None) -> int:
                 "--target-rate auto writes the baseline's backlog into a local emulator and starts the nodes "
                 "after it: give a --target-rate with --eventhub-connection-string"
             )
+    if getattr(args, "min_live_baseline_ratio", None) is not None and not args.live_baseline:
+        parser.error("--min-live-baseline-ratio needs --live-baseline (only then is it measured)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "baseline-receive":
         from enginehub.loadtests.baseline import main as baseline_main

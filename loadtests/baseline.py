@@ -5,6 +5,12 @@ many as there are ingest nodes, each on its share of the partitions, against the
 backlog there (the events the load run left, or with ``--target-rate auto`` a backlog written first by
 :func:`prefill`), so the figure is what the SDK alone can read on this machine. Each process prints one
 JSON line: events received and seconds from its first event to its last (or the time limit).
+
+With ``--live`` (the runner's ``--live-baseline``) a process reads from ``@latest`` instead, prints
+``{"ready": ...}`` once its partitions are open, counts what it receives in wall-clock buckets of
+:data:`BUCKET_S` and stops on SIGTERM (or the time limit): the runner then offers the pipeline run's load a
+second time, to these processes in place of the ingest nodes, and :func:`events_in_window` gives what the
+bare SDK read in the same steady window (:func:`live_rate`).
 """
 
 from __future__ import annotations
@@ -12,10 +18,42 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
+import signal
 import time
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 LOG = logging.getLogger(__name__)
+
+#: width of the receive-time buckets of a ``--live`` process (s): the window's edges fall inside one
+BUCKET_S = 0.1
+
+
+def events_in_window(buckets: Mapping[int, int], t0: float, t1: float, width: float = BUCKET_S) -> float:
+    """Events received between wall-clock ``t0`` and ``t1``, from counts per bucket ``k`` (the events
+    received in ``[k * width, (k + 1) * width)``); a bucket cut by an edge counts for the part inside."""
+    total = 0.0
+    for k, n in buckets.items():
+        lo, hi = k * width, (k + 1) * width
+        inside = min(hi, t1) - max(lo, t0)
+        if inside > 0:
+            total += n * inside / width
+    return total
+
+
+def live_rate(results: Iterable[Mapping[str, Any]], window: tuple[float, float]) -> float | None:
+    """Events/s that the ``--live`` processes (their JSON results) read in ``window`` together, as the
+    load run's sustained rate counts rows that became visible in it."""
+    t0, t1 = window
+    if not t1 > t0:
+        return None
+    total = 0.0
+    for r in results:
+        width = float(r.get("bucket_s", BUCKET_S))
+        total += events_in_window({int(k): int(n) for k, n in r["buckets"].items()}, t0, t1, width)
+    return round(total / (t1 - t0), 1)
 
 
 def prefill(
@@ -47,7 +85,10 @@ async def receive_and_discard(
     batch_size: int = 500,
     prefetch: int = 2000,
     track_last_enqueued: bool = False,
+    live: bool = False,
 ) -> dict[str, Any]:
+    """Receive and discard until ``max_events`` or ``seconds``. ``live``: from ``@latest``, until SIGTERM
+    or ``seconds``, printing a ready line first and counting events per wall-clock bucket."""
     from azure.eventhub.aio import EventHubConsumerClient
 
     client = EventHubConsumerClient.from_connection_string(
@@ -59,17 +100,28 @@ async def receive_and_discard(
     cpu_first = cpu_last = 0.0
     first_batch = 0
     done = asyncio.Event()
+    buckets: Counter[int] = Counter()
+    opened: set[str] = set()
+    if live:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, done.set)
+
+    async def on_init(ctx: Any) -> None:
+        opened.add(ctx.partition_id)
+        if len(opened) == len(partitions):
+            print(json.dumps({"ready": sorted(opened)}), flush=True)  # noqa: T201 - read by the runner
 
     async def on_batch(ctx: Any, events: list[Any]) -> None:
         nonlocal count, first, last, cpu_first, cpu_last, first_batch
         if not events:
             return
+        if live:
+            buckets[math.floor(time.time() / BUCKET_S)] += len(events)
         now = time.monotonic()
         if first is None:
             first, cpu_first, first_batch = now, time.process_time(), len(events)
         count += len(events)
         last, cpu_last = now, time.process_time()
-        if count >= max_events:
+        if count >= max_events and not live:
             done.set()
 
     async with client:
@@ -78,7 +130,8 @@ async def receive_and_discard(
                 client.receive_batch(
                     on_event_batch=on_batch,
                     partition_id=p,
-                    starting_position="-1",
+                    starting_position="@latest" if live else "-1",
+                    on_partition_initialize=on_init if live else None,
                     max_batch_size=batch_size,
                     max_wait_time=0.5,
                     prefetch=prefetch,
@@ -96,12 +149,16 @@ async def receive_and_discard(
         await asyncio.gather(*tasks, return_exceptions=True)
     elapsed = (last - first) if first is not None else 0.0
     after_first = count - first_batch  # events received between the first and the last callback
-    return {
+    result: dict[str, Any] = {
         "events": count,
         "seconds": round(elapsed, 3),
         "events_per_s": round(count / elapsed, 1) if elapsed > 0 else 0.0,
         "cpu_us_per_event": round((cpu_last - cpu_first) / after_first * 1e6, 1) if after_first > 0 else None,
     }
+    if live:
+        result["bucket_s"] = BUCKET_S
+        result["buckets"] = {str(k): n for k, n in sorted(buckets.items())}
+    return result
 
 
 def main(args: Any) -> int:
@@ -121,6 +178,7 @@ def main(args: Any) -> int:
             args.batch_size,
             args.prefetch,
             args.track_last_enqueued,
+            args.live,
         ),
         args.event_loop,  # the nodes' loop: uvloop reads the same stream for 10-15 % less CPU
     )

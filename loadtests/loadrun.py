@@ -395,12 +395,14 @@ class Run:
         result["request_stats"] = request_stats or {}
         if self.failover is not None and not self.failover.done.wait(self.failover.timeout * 2 + 5):
             self.failures.append("the failover driver did not finish")
+        started = self.started or ended
+        window = (started + opts.warmup, min(started + opts.hold, ended))
+        if window[1] > window[0]:  # wall clock: what the live baseline counts its events in
+            result["steady_window_epoch"] = [round(window[0], 3), round(window[1], 3)]
         if opts.sink_db:
             self.wait_drained(sleep)
             if self.probe is not None:
                 self.probe.stop()
-            started = self.started or ended
-            window = (started + opts.warmup, min(started + opts.hold, ended))
             self.report = analyze(
                 opts.sink_db,
                 opts.table,

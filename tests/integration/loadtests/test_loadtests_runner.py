@@ -2,13 +2,15 @@
 
 Each runs ``python -m enginehub.loadtests ... --json`` as a child process: the emulator, ingest nodes and
 Locust headless are its children; the last stdout line must be the JSON object with the contract keys first
-(throughput adds ``offered_events_per_s``, ``baseline_ratio`` and ``event_loop`` after them).
+(throughput adds ``offered_events_per_s``, ``baseline_ratio``, ``event_loop`` and the live baseline's two
+keys after them).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -116,6 +118,35 @@ def test_throughput_auto_measures_the_baseline_first_and_offers_a_fraction_of_it
     assert "threshold failed: sustained / SDK receive baseline" in proc.stderr
 
 
+@pytest.mark.timeout(120)
+def test_throughput_live_baseline_offers_the_same_load_to_bare_sdk_processes(tmp_path):
+    out, proc = run_runner(
+        ["throughput", "--duration", "4", "--target-rate", "1000", "--batch-size", "50", "--no-baseline"]
+        + ["--live-baseline", "--min-live-baseline-ratio", "100", "--workdir", str(tmp_path)],
+        timeout=110,
+    )
+    assert tuple(out) == THROUGHPUT_KEYS + THROUGHPUT_EXTRA_KEYS, out
+    assert out["rows"] == out["produced"] == 4000 and out["lost"] == 0, out
+    live = out["sdk_live_receive_events_per_s"]
+    # the bare SDK read the second load (the same 1,000 events/s) as it came: about the offered rate
+    assert 600 <= live <= 1400, (out, proc.stderr[-3000:])
+    assert out["live_baseline_ratio"] == pytest.approx(out["events_per_s_sustained"] / live, abs=0.001)
+    # from @latest: none of the first load's 4,000 events read again (the last batches of the second may
+    # still be on their way when the processes are stopped: only the steady window counts)
+    found = re.search(
+        r"live baseline: [0-9.]+ events/s in the steady window; (\d+) produced, (\d+) received", proc.stderr
+    )
+    assert found, proc.stderr[-3000:]
+    produced, received = int(found[1]), int(found[2])
+    assert produced == 4000 and 0.8 * produced <= received <= produced, found[0]
+    assert (tmp_path / "locust-live-baseline.log").read_text().count("eh.raw send_batch") >= 1
+    assert json.loads((tmp_path / "locust-live-baseline-report.json").read_text())["produced"] == 4000
+    # the (impossible) threshold asked for fails the run and says why; no backlog baseline, no ratio
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "threshold failed: sustained / live SDK receive baseline" in proc.stderr
+    assert out["sdk_receive_baseline_events_per_s"] is None and out["baseline_ratio"] is None
+
+
 @pytest.mark.parametrize("passed", [True, False])
 def test_the_runners_temp_dir_goes_after_a_pass_and_only_its_bulk_after_a_failure(tmp_path, passed):
     work = tmp_path / "enginehub-throughput-x"
@@ -140,9 +171,10 @@ def test_the_runners_temp_dir_goes_after_a_pass_and_only_its_bulk_after_a_failur
         (["--eventhub-connection-string", "Endpoint=sb://127.0.0.1/;"], "give a --target-rate"),
         (["--target-rate", "fast"], "a number) or auto"),
         (["--target-rate", "0"], "must be > 0"),
+        (["--min-live-baseline-ratio", "0.9"], "needs --live-baseline"),
     ],
 )
-def test_throughput_refuses_what_auto_cannot_do(args, message):
+def test_throughput_refuses_what_it_cannot_do(args, message):
     proc = subprocess.run(
         [sys.executable, "-m", "enginehub.loadtests", "throughput", *args],
         capture_output=True,
