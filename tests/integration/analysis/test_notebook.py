@@ -23,6 +23,9 @@ def test_exploration_notebook_runs_against_the_embedded_default(
     monkeypatch.setenv("ENGINEHUB_CMAPSS_DIR", str(cmapss_dir))
     monkeypatch.delenv("ENGINEHUB_SINK", raising=False)
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend renders PNGs
+    # the notebook keeps its SQLite file in a fresh temp dir (for the reader to query afterwards): under
+    # pytest's tmp_path here, not ~17 MB left in /tmp per run
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
     nb = nbformat.read(NOTEBOOK, as_version=4)
     assert all(not cell.get("outputs") for cell in nb.cells if cell.cell_type == "code"), (
         "commit it unexecuted"
@@ -38,3 +41,4 @@ def test_exploration_notebook_runs_against_the_embedded_default(
     texts = "".join(o.get("text", "") for o in outputs)
     assert 'b."sensor 4" AS "sensor 4 (t - 1)"' in texts  # the original self-join was printed and run
     assert "100 units, 20631 rows -> windows (17731, 30, 14)" in texts
+    assert [p.name for p in tmp_path.glob("enginehub-notebook-*/enginehub.db")] == ["enginehub.db"]
