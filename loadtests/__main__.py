@@ -315,7 +315,21 @@ def _baseline_argv(args: argparse.Namespace, cs: str, share: list[str], seconds:
     ]
 
 
-def _result_line(proc: subprocess.Popen[str], out: str | None) -> dict[str, Any] | None:
+def _below(result: dict[str, Any], baseline: str, ratio: float | None, minimum: float | None) -> bool:
+    """A ratio threshold: True (and the failure noted in ``result``) when one is set and not met."""
+    if minimum is None or (ratio is not None and ratio >= minimum):
+        return False
+    result.setdefault("failures", []).append(f"sustained / {baseline} {ratio} < {minimum}")
+    return True
+
+
+def _collect(proc: subprocess.Popen[str], timeout: float) -> dict[str, Any] | None:
+    """A baseline process's JSON result (its last line), after at most ``timeout`` s (then killed)."""
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, 9)
+        out, _ = proc.communicate()
     lines = [ln for ln in (out or "").splitlines() if ln.startswith("{") and '"ready"' not in ln]
     if not lines:
         LOG.error("baseline process %s printed no result (exit %s)", proc.pid, proc.returncode)
@@ -333,13 +347,8 @@ def _baseline(args: argparse.Namespace, workdir: Path, cs: str, produced: int) -
         children.append((subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, text=True), log))
     total, longest = 0, 0.0
     for proc, log in children:
-        try:
-            out, _ = proc.communicate(timeout=args.baseline_seconds + 60)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, 9)
-            out, _ = proc.communicate()
+        r = _collect(proc, args.baseline_seconds + 60)
         log.close()
-        r = _result_line(proc, out)
         if r is None:
             return None
         LOG.info("baseline process: %s", r)
@@ -376,12 +385,7 @@ def _live_baseline(args: argparse.Namespace, workdir: Path, cs: str) -> float | 
         for proc, _ in children:
             proc.send_signal(signal.SIGTERM)
         for proc, _ in children:
-            try:
-                out, _ = proc.communicate(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, 9)
-                out, _ = proc.communicate()
-            r = _result_line(proc, out)
+            r = _collect(proc, 60)
             if r is None:
                 return None
             results.append(r)
@@ -569,18 +573,11 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
             min_ratio = args.min_baseline_ratio
             if min_ratio is None and auto:
                 min_ratio = AUTO_MIN_BASELINE_RATIO
-            if min_ratio is not None and (ratio is None or ratio < min_ratio):
-                result.setdefault("failures", []).append(
-                    f"sustained / SDK receive baseline {ratio} < {min_ratio}"
-                )
+            if _below(result, "SDK receive baseline", ratio, min_ratio):
                 code = max(code, 1)
             if args.live_baseline:
                 LOG.info("sustained / live SDK receive baseline = %s", live_ratio)
-            min_live = args.min_live_baseline_ratio
-            if min_live is not None and (live_ratio is None or live_ratio < min_live):
-                result.setdefault("failures", []).append(
-                    f"sustained / live SDK receive baseline {live_ratio} < {min_live}"
-                )
+            if _below(result, "live SDK receive baseline", live_ratio, args.min_live_baseline_ratio):
                 code = max(code, 1)
         for failure in result.get("failures", []):
             LOG.warning("threshold failed: %s", failure)
