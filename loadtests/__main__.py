@@ -21,12 +21,17 @@ the nodes, and what they read in the steady window is ``sdk_live_receive_events_
 reads with the machine to itself; the live one what it reads under the same load generator and emulator
 work as the pipeline; where the bare SDK keeps up with the offered rate, the live figure is a lower bound.
 
+``--cpu-placement auto`` (the default): on a machine with more CPUs than nodes, each node's receiving
+process, and the bare SDK process that stands in for it in a baseline, runs on a CPU of its own; the sink
+workers, the emulator, Locust and the runner share the rest (``enginehub.loadtests.placement`` says why).
+``off`` leaves it to the scheduler. The JSON says which (``cpu_placement``).
+
 - ``throughput``: ``events_per_s_sustained``, ``produced``, ``rows``, ``lost``, ``duplicates``,
   ``p50_latency_ms``, ``p99_latency_ms``, ``consumer_nodes``, ``partitions``, ``sink``,
   ``sdk_receive_baseline_events_per_s`` (the contract), then ``offered_events_per_s``,
   ``baseline_ratio``, ``event_loop`` (the loop the nodes and the bare SDK processes ran on:
   ``--event-loop``), ``sdk_live_receive_events_per_s`` and ``live_baseline_ratio`` (null without
-  ``--live-baseline``);
+  ``--live-baseline``), ``cpu_placement`` (``{"nodes": [[0]], "others": [1]}``, null without one);
 - ``failover``: ``crash_takeover_s``, ``graceful_takeover_s``, ``lost``, ``duplicates``, ``rows``,
   ``produced``.
 
@@ -58,6 +63,7 @@ from typing import Any
 from enginehub.harness.testing.processes import IngestNode, child_pids, cpu_seconds
 from enginehub.ingest.eventloop import DEFAULT_LOOP, EVENT_LOOPS
 from enginehub.ingest.eventloop import resolve as resolve_loop
+from enginehub.loadtests.placement import Placement, available_cpus, pin, plan
 from enginehub.loadtests.stack import (
     HarnessUp,
     IngestSettings,
@@ -90,6 +96,7 @@ THROUGHPUT_EXTRA_KEYS = (
     "event_loop",
     "sdk_live_receive_events_per_s",
     "live_baseline_ratio",
+    "cpu_placement",
 )
 DEVICE_KEYS = ("events_per_s_sustained", "rows", "lost", "duplicates", "p50_latency_ms", "p99_latency_ms")
 #: the issue's target for sustained / SDK receive baseline: the threshold of an ``auto`` run
@@ -139,6 +146,14 @@ def _common(p: argparse.ArgumentParser, *, rate: float | str, hold: float, nodes
         "--workdir",
         help="keep logs, the SQLite file, the hub's data and checkpoints here (default: a temp dir, removed "
         "after a run that passed; after a failure only its logs, report and checkpoints are kept)",
+    )
+    p.add_argument(
+        "--cpu-placement",
+        choices=("auto", "off"),
+        default="auto",
+        help="auto: when there are more CPUs than nodes, each node's receiving process (and the bare SDK "
+        "process of a baseline in its place) gets a CPU of its own, everything else the rest; off: the "
+        "scheduler decides (see enginehub.loadtests.placement; default %(default)s)",
     )
     p.add_argument("--max-p99-ms", type=float, default=None)
     p.add_argument(
@@ -337,14 +352,16 @@ def _collect(proc: subprocess.Popen[str], timeout: float) -> dict[str, Any] | No
     return json.loads(lines[-1])
 
 
-def _baseline(args: argparse.Namespace, workdir: Path, cs: str, produced: int) -> float | None:
+def _baseline(
+    args: argparse.Namespace, workdir: Path, cs: str, produced: int, placement: Placement | None = None
+) -> float | None:
     shares = _shares(args)
     per_process = max(1000, produced // len(shares))
     children = []
     for i, share in enumerate(shares):
         argv = _baseline_argv(args, cs, share, args.baseline_seconds) + ["--max-events", str(per_process)]
         log = open(workdir / f"baseline-{i}.log", "w")  # noqa: SIM115 - closed below
-        children.append((subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, text=True), log))
+        children.append((_start_bare(argv, log, placement, i), log))
     total, longest = 0, 0.0
     for proc, log in children:
         r = _collect(proc, args.baseline_seconds + 60)
@@ -357,7 +374,17 @@ def _baseline(args: argparse.Namespace, workdir: Path, cs: str, produced: int) -
     return round(total / longest, 1) if longest > 0 else None
 
 
-def _live_baseline(args: argparse.Namespace, workdir: Path, cs: str) -> float | None:
+def _start_bare(argv: list[str], log: Any, placement: Placement | None, index: int) -> subprocess.Popen[str]:
+    """A bare SDK process of a baseline, on the CPU of the node it stands in for."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, text=True)
+    if placement is not None and pin(proc.pid, placement.node(index)):
+        LOG.info("bare SDK process %d (pid %d) on CPUs %s", index, proc.pid, sorted(placement.node(index)))
+    return proc
+
+
+def _live_baseline(
+    args: argparse.Namespace, workdir: Path, cs: str, placement: Placement | None = None
+) -> float | None:
     """``--live-baseline``: the load run's load once more (same rate, producers, duration and warm-up),
     read by bare SDK processes (from ``@latest``) in place of the stopped ingest nodes; returns the events/s
     they read in the steady window together, the window the sustained rate is measured on."""
@@ -371,7 +398,7 @@ def _live_baseline(args: argparse.Namespace, workdir: Path, cs: str) -> float | 
         for i, share in enumerate(_shares(args)):
             argv = _baseline_argv(args, cs, share, limit) + ["--live"]
             log = open(workdir / f"live-baseline-{i}.log", "w")  # noqa: SIM115 - closed below
-            children.append((subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, text=True), log))
+            children.append((_start_bare(argv, log, placement, i), log))
         deadline = time.monotonic() + 60
         for proc, _ in children:
             assert proc.stdout is not None
@@ -421,7 +448,9 @@ def _live_baseline(args: argparse.Namespace, workdir: Path, cs: str) -> float | 
     return rate
 
 
-def _baseline_first(args: argparse.Namespace, workdir: Path, cs: str) -> tuple[float | None, int]:
+def _baseline_first(
+    args: argparse.Namespace, workdir: Path, cs: str, placement: Placement | None = None
+) -> tuple[float | None, int]:
     """``--target-rate auto``: write the baseline's backlog, measure the baseline on it. Returns the
     baseline (None if it failed) and the last sequence number of the backlog in every partition (the nodes
     start after it)."""
@@ -435,7 +464,7 @@ def _baseline_first(args: argparse.Namespace, workdir: Path, cs: str) -> tuple[f
         LOG.error("writing the baseline's backlog failed: %s", exc)
         return None, 0
     LOG.info("baseline backlog: %d events written in %.1f s", sent, time.monotonic() - t0)
-    return _baseline(args, workdir, cs, sent), per_partition - 1
+    return _baseline(args, workdir, cs, sent, placement), per_partition - 1
 
 
 def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
@@ -453,6 +482,17 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     baseline: float | None = None
     extra: list[str] = []
     passed = False
+    cpus = available_cpus()
+    placement = plan(cpus, args.consumer_nodes) if args.cpu_placement == "auto" else None
+    if placement is not None and cpus is not None:
+        LOG.info("CPU placement: %s", placement.describe())
+        pin(os.getpid(), placement.others)  # the runner, and all it starts, unless pinned elsewhere below
+    elif args.cpu_placement == "auto":
+        LOG.info(
+            "no CPU placement: %s CPU(s) for %d node(s)",
+            len(cpus) if cpus else "unknown",
+            args.consumer_nodes,
+        )
     try:
         if devices:
             stack = HarnessUp(workdir, args.partitions)
@@ -484,7 +524,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
             batch_size=args.ingest_batch_size, prefetch=args.ingest_prefetch, event_loop=args.event_loop
         )
         if auto:
-            baseline, last_seq = _baseline_first(args, workdir, cs)
+            baseline, last_seq = _baseline_first(args, workdir, cs, placement)
             if not baseline:
                 LOG.error("no SDK receive baseline, so no rate to offer (see %s/baseline-*.log)", workdir)
                 return {}, 2
@@ -494,6 +534,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         for i in range(args.consumer_nodes):
             sink = f"sqlite:///{sink_db}"
             nodes.append(start_node(workdir, f"node-{i}", cs, args.eventhub, sink, checkpoints, settings))
+            if placement is not None and pin(nodes[-1].pid, placement.node(i)):
+                LOG.info("%s (pid %d) on CPUs %s", nodes[-1].name, nodes[-1].pid, sorted(placement.node(i)))
         live = {n.owner_id for n in nodes}
         try:
             seen = wait_all_owned(checkpoints, args.partitions, live, timeout=60)
@@ -501,6 +543,13 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
             LOG.error("%s\n%s", exc, "\n".join(n.log_tail(5) for n in nodes))
             return {}, 2
         LOG.info("ingest nodes own all partitions: %s", seen)
+        if placement is not None:
+            for n in nodes:  # each sink worker started on its node's CPU: to the others' CPUs
+                for worker in child_pids(n.pid):
+                    if pin(worker, placement.others):
+                        LOG.info(
+                            "%s's sink worker (pid %d) on CPUs %s", n.name, worker, sorted(placement.others)
+                        )
         if failover:
             crash_at = args.crash_at if args.crash_at is not None else args.duration * 0.25
             graceful_at = args.graceful_at if args.graceful_at is not None else args.duration * 0.6
@@ -552,7 +601,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
             }
         else:
             if not auto and not args.no_baseline and result.get("produced"):
-                baseline = _baseline(args, workdir, cs, int(result["produced"]))
+                baseline = _baseline(args, workdir, cs, int(result["produced"]), placement)
             result["sdk_receive_baseline_events_per_s"] = baseline
             result["consumer_nodes"] = args.consumer_nodes
             result["partitions"] = args.partitions
@@ -564,10 +613,11 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
             result["event_loop"] = resolve_loop(args.event_loop)
             live = None
             if args.live_baseline and result.get("produced"):
-                live = _live_baseline(args, workdir, cs)
+                live = _live_baseline(args, workdir, cs, placement)
             live_ratio = round(float(sustained) / live, 3) if live and sustained is not None else None
             result["sdk_live_receive_events_per_s"] = live
             result["live_baseline_ratio"] = live_ratio
+            result["cpu_placement"] = placement.describe() if placement is not None else None
             out = {k: result.get(k) for k in (*THROUGHPUT_KEYS, *THROUGHPUT_EXTRA_KEYS)}
             LOG.info("sustained / SDK receive baseline = %s", ratio)
             min_ratio = args.min_baseline_ratio
@@ -592,6 +642,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
             stack.stop()
         if not args.workdir:
             tidy_workdir(workdir, passed)
+        if placement is not None and cpus is not None:
+            pin(os.getpid(), cpus)
 
 
 #: what a run writes in bulk (about 1 GB per minute at 19,000 events/s): the sink and the hub's data

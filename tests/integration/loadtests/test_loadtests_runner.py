@@ -25,6 +25,7 @@ from enginehub.loadtests.__main__ import (
     THROUGHPUT_KEYS,
     tidy_workdir,
 )
+from enginehub.loadtests.placement import available_cpus, plan
 
 # never import locust here: it monkey-patches the whole interpreter (gevent); the runner starts it as a child
 pytestmark = [
@@ -88,6 +89,9 @@ def test_throughput_smoke(tmp_path):
     # an explicit --target-rate: no ratio threshold unless asked for (the offered rate may be the limit)
     assert "threshold failed: sustained / SDK receive baseline" not in proc.stderr
     assert (tmp_path / "locust.log").read_text().count("eh.raw send_batch") >= 1
+    # two nodes get a CPU each only where a CPU is left over for the emulator and the load generator
+    expected = plan(available_cpus(), 2)
+    assert out["cpu_placement"] == (expected.describe() if expected else None)
 
 
 @pytest.mark.timeout(120)
@@ -116,6 +120,17 @@ def test_throughput_auto_measures_the_baseline_first_and_offers_a_fraction_of_it
     assert out["baseline_ratio"] < 0.5
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "threshold failed: sustained / SDK receive baseline" in proc.stderr
+    # one node on a machine with a CPU to spare: the node and the bare SDK process that stood in for it on
+    # the same CPU of their own, the sink worker (and everything else) on the rest
+    placement = plan(available_cpus(), 1)
+    if placement is None:
+        assert out["cpu_placement"] is None and "no CPU placement" in proc.stderr
+    else:
+        own, rest = sorted(placement.node(0)), sorted(placement.others)
+        assert out["cpu_placement"] == {"nodes": [own], "others": rest}
+        assert re.search(rf"bare SDK process 0 \(pid \d+\) on CPUs {re.escape(str(own))}", proc.stderr)
+        assert re.search(rf"ingest-node-0 \(pid \d+\) on CPUs {re.escape(str(own))}", proc.stderr)
+        assert re.search(rf"sink worker \(pid \d+\) on CPUs {re.escape(str(rest))}", proc.stderr)
 
 
 @pytest.mark.timeout(120)

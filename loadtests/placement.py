@@ -1,0 +1,81 @@
+"""CPU placement of a load run: each ingest node's receiving process on a CPU of its own.
+
+Why: the receiving process (the SDK's AMQP decode and ``EventData``) is the pipeline's bottleneck, and the
+SDK receive baseline it is compared with reads with a CPU to itself (the emulator only sends meanwhile).
+Under load the same machine also runs the load generator, the emulator's ingest and the sink workers;
+left to the scheduler they take turns on every CPU, and the receiving process got 80-95 % of one (2-core
+development machine, 2026-11-27). In a deployment the load generator and the hub are not on the
+consumer's machine at all. So, when the machine has more CPUs than there are nodes, node ``i`` gets CPU
+``i`` and everything else (sink workers, emulator, Locust, the runner) the CPUs left over; the bare SDK
+processes of a baseline, which stand in for the nodes, get the nodes' CPUs. The sink workers are part of
+the pipeline and share the leftover CPUs with the load generator: a handicap for the pipeline, not a help.
+
+``--cpu-placement off`` leaves everything to the scheduler. Linux only (``os.sched_setaffinity`` and
+``/proc/<pid>/task``); elsewhere :func:`plan` returns None and nothing is pinned.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """The CPUs of each node's receiving process (index = node), and of every other process."""
+
+    nodes: tuple[frozenset[int], ...]
+    others: frozenset[int]
+
+    def node(self, index: int) -> frozenset[int]:
+        return self.nodes[index % len(self.nodes)]
+
+    def describe(self) -> dict[str, list[list[int]] | list[int]]:
+        """For the JSON result: ``{"nodes": [[0]], "others": [1]}``."""
+        return {"nodes": [sorted(cpus) for cpus in self.nodes], "others": sorted(self.others)}
+
+
+def available_cpus() -> set[int] | None:
+    """The CPUs this process may run on, or None where the OS cannot pin processes."""
+    getter = getattr(os, "sched_getaffinity", None)
+    if getter is None or not hasattr(os, "sched_setaffinity"):
+        return None
+    return set(getter(0))
+
+
+def plan(cpus: Iterable[int] | None, nodes: int) -> Placement | None:
+    """One CPU per node (the lowest-numbered ones) and the rest for everything else; None when there are
+    not more CPUs than nodes (nothing would be left for the emulator and the load generator)."""
+    if cpus is None or nodes < 1:
+        return None
+    ordered = sorted(set(cpus))
+    if len(ordered) <= nodes:
+        return None
+    return Placement(tuple(frozenset({c}) for c in ordered[:nodes]), frozenset(ordered[nodes:]))
+
+
+def pin(pid: int, cpus: Iterable[int]) -> bool:
+    """Every thread of ``pid`` onto ``cpus`` (threads and processes it starts later inherit them).
+    False, with a warning, when the process is gone or the OS refuses; a load run goes on without."""
+    wanted = set(cpus)
+    try:
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        tids = [pid]
+    ok = False
+    for tid in tids:
+        try:
+            os.sched_setaffinity(tid, wanted)
+            ok = True
+        except ProcessLookupError:  # a thread that ended meanwhile
+            continue
+        except OSError as exc:
+            LOG.warning("could not pin pid %d (thread %d) to CPUs %s: %s", pid, tid, sorted(wanted), exc)
+            return False
+    if not ok:
+        LOG.warning("could not pin pid %d to CPUs %s: it is gone", pid, sorted(wanted))
+    return ok
