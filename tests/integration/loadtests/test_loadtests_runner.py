@@ -2,8 +2,8 @@
 
 Each runs ``python -m enginehub.loadtests ... --json`` as a child process: the emulator, ingest nodes and
 Locust headless are its children; the last stdout line must be the JSON object with the contract keys first
-(throughput adds ``offered_events_per_s``, ``baseline_ratio``, ``event_loop`` and the live baseline's two
-keys after them).
+(throughput adds ``offered_events_per_s``, ``baseline_ratio``, ``event_loop``, the live baseline's two
+keys and ``cpu_placement`` after them).
 """
 
 from __future__ import annotations
