@@ -484,7 +484,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     passed = False
     cpus = available_cpus()
     placement = plan(cpus, args.consumer_nodes) if args.cpu_placement == "auto" else None
-    if placement is not None and cpus is not None:
+    if placement is not None:
         LOG.info("CPU placement: %s", placement.describe())
         pin(os.getpid(), placement.others)  # the runner, and all it starts, unless pinned elsewhere below
     elif args.cpu_placement == "auto":
