@@ -126,6 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
         "event on it; +9-10 %% events/s end to end), auto (uvloop when installed), asyncio "
         "(default %(default)s)",
     )
+    p.add_argument(
+        "--silence-warning",
+        type=float,
+        default=15.0,
+        help="warn when an owned partition hears nothing from Event Hubs for this many seconds, not even the "
+        "empty batch the SDK delivers every --batch-wait while idle (namespace unreachable; 0 = off; at "
+        "least 3 x --batch-wait; default %(default)s)",
+    )
     p.add_argument("--drain-timeout", type=float, default=30.0, help="max seconds to finish batches on stop")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus text on this port (0 = any free port)")
     p.add_argument("--metrics-host", default="127.0.0.1", help="metrics bind address (default %(default)s)")
@@ -182,6 +190,7 @@ async def _amain(args: argparse.Namespace) -> int:
         starting_position=_starting_position(args.starting_position),
         drain_timeout=args.drain_timeout,
         checkpoint_interval=args.checkpoint_interval,
+        silence_warning=args.silence_warning,
         sink_threads=1,  # one group-commit writer at a time
     )
     rules = load_rules(args.rules, default_table=args.table)
@@ -257,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
             load_balancing_interval=args.load_balancing_interval,
             ownership_expiry=args.ownership_expiry,
             checkpoint_interval=args.checkpoint_interval,
+            silence_warning=args.silence_warning,
         ).validate()
         _starting_position(args.starting_position)
         load_rules(args.rules, default_table=args.table)

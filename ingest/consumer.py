@@ -75,6 +75,11 @@ class ConsumerOptions:
     #: round trip through the worker, with more it returns once the batch is sent. Checkpoints still
     #: follow confirmations, in order; memory stays bounded (depth x batch size + prefetch per partition).
     pipeline_depth: int = 3
+    #: seconds an owned partition may go without any call from the SDK before a warning that Event Hubs is
+    #: not answering (0 = no warning; at least 3 x ``batch_wait`` is used). While connected, the SDK calls
+    #: the handler at least every ``batch_wait`` (an empty batch when idle); while it cannot connect it
+    #: calls nothing, and azure-eventhub 5.15 retries at once without logging (ingest/README.md).
+    silence_warning: float = 15.0
 
     def validate(self) -> None:
         if self.batch_size < 1:
@@ -90,6 +95,8 @@ class ConsumerOptions:
             )
         if self.checkpoint_interval < 0 or self.write_linger < 0:
             raise ValueError("checkpoint interval and write linger must be >= 0 seconds")
+        if self.silence_warning < 0:
+            raise ValueError("silence warning must be >= 0 seconds (0 = off)")
         if self.prefetch < 1 or self.sink_threads < 1 or self.max_row_attempts < 1 or self.pipeline_depth < 1:
             raise ValueError("prefetch, sink threads, max row attempts and pipeline depth must be >= 1")
 
@@ -297,6 +304,9 @@ class IngestConsumer:
         self._checkpoints: dict[str, _CheckpointState] = {}
         self._windows: dict[str, list[asyncio.Task[bool]]] = {}  # per partition: batches in the worker
         self._broken: set[str] = set()  # partitions with an unconfirmed batch: no later checkpoint
+        self._heard: dict[str, float] = {}  # per owned partition: when the SDK last called us (monotonic)
+        self._busy: set[str] = set()  # partitions whose handler runs now (their silence is ours)
+        self._silent: set[str] = set()  # partitions warned about, until the SDK calls again
         self.client: Any = None
         self.owner_id: str | None = None
 
@@ -312,6 +322,59 @@ class IngestConsumer:
 
     # -- SDK callbacks ------------------------------------------------------------------------------------
     async def _on_batch(self, ctx: Any, events: list[Any]) -> None:
+        pid = ctx.partition_id
+        self._heard_from(pid)
+        self._busy.add(pid)
+        try:
+            await self._handle_batch(ctx, events)
+        finally:
+            self._busy.discard(pid)
+            self._heard[pid] = time.monotonic()
+
+    def _heard_from(self, pid: str) -> None:
+        now = time.monotonic()
+        if pid in self._silent:
+            self._silent.discard(pid)
+            LOG.info(
+                "partition %s: Event Hubs answers again after %.0f s", pid, now - self._heard.get(pid, now)
+            )
+        self._heard[pid] = now
+
+    def check_silence(self, now: float | None = None) -> list[str]:
+        """Warn once about each owned partition the SDK has not called for ``silence_warning`` seconds
+        (not even with the empty batch it hands an idle partition every ``batch_wait``), unless our own
+        handler is what holds it. Returns the partitions newly warned about."""
+        limit = self._silence_limit()
+        if not limit:
+            return []
+        now = time.monotonic() if now is None else now
+        warned = []
+        for pid, last in sorted(self._heard.items()):
+            if pid in self._busy or pid in self._silent or now - last < limit:
+                continue
+            self._silent.add(pid)
+            warned.append(pid)
+            LOG.warning(
+                "partition %s: nothing from Event Hubs for %.0f s, not even an empty batch: is the namespace "
+                "reachable? (the SDK keeps reconnecting; nothing is lost, the partition resumes from its "
+                "checkpoint)",
+                pid,
+                now - last,
+            )
+        return warned
+
+    def _silence_limit(self) -> float:
+        if not self.options.silence_warning:
+            return 0.0
+        return max(self.options.silence_warning, 3 * self.options.batch_wait)
+
+    async def _watch_silence(self) -> None:
+        limit = self._silence_limit()
+        while True:
+            await asyncio.sleep(min(limit / 3, 5.0))
+            self.check_silence()
+
+    async def _handle_batch(self, ctx: Any, events: list[Any]) -> None:
         pid = ctx.partition_id
         if self._draining:
             return  # not processed, not checkpointed: the next owner reads these again
@@ -537,6 +600,7 @@ class IngestConsumer:
 
     async def _on_init(self, ctx: Any) -> None:
         self._broken.discard(ctx.partition_id)  # a new claim starts from the last checkpoint
+        self._heard_from(ctx.partition_id)
         self.metrics.owned.add(ctx.partition_id)
         LOG.info("partition %s claimed by %s", ctx.partition_id, self.owner_id)
 
@@ -544,6 +608,8 @@ class IngestConsumer:
         await self._wait_window(ctx.partition_id)
         await self._flush_checkpoint(ctx.partition_id)
         self.metrics.owned.discard(ctx.partition_id)
+        self._heard.pop(ctx.partition_id, None)
+        self._silent.discard(ctx.partition_id)
         LOG.info("partition %s closed (%s)", ctx.partition_id, getattr(reason, "name", reason))
 
     async def _on_error(self, ctx: Any, error: Exception) -> None:
@@ -598,6 +664,7 @@ class IngestConsumer:
         await asyncio.sleep(0)  # let receive_batch create its EventProcessor (no I/O yet)
         self._apply_owner_id()
         LOG.info("consumer %s started (consumer group %s)", self.owner_id, opts.consumer_group)
+        watch = asyncio.create_task(self._watch_silence()) if opts.silence_warning else None
         stop_wait = asyncio.create_task(self._stop.wait())
         done, _ = await asyncio.wait({receive, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
         code = 0
@@ -625,7 +692,9 @@ class IngestConsumer:
         await self._flush_checkpoints()  # confirmed batches only: unconfirmed ones never reach `pending`
         await self.client.close()  # stops the processor -> releases ownership (owner_id "")
         receive.cancel()
-        await asyncio.gather(receive, return_exceptions=True)
+        if watch is not None:
+            watch.cancel()
+        await asyncio.gather(receive, *([watch] if watch else []), return_exceptions=True)
         self._executor.shutdown(wait=True)
         if self.worker is not None:
             await self.worker.close()

@@ -314,3 +314,40 @@ def test_sigterm_while_the_sink_is_down_exits_3_without_checkpoint_and_loses_not
     assert row_count(db) == 300
     successor.terminate()
     assert successor.wait(30) == 0, successor.tail()
+
+
+def test_an_unreachable_namespace_is_reported_and_the_node_resumes_when_it_is_back(
+    consumers, tmp_path: Path
+) -> None:
+    """The emulator goes away under an idle node and comes back on the same port. The SDK itself logs
+    nothing while it cannot connect (azure-eventhub 5.15 retries at once); the node warns about each silent
+    partition, says when Event Hubs answers again, and then ingests what is sent."""
+    from enginehub.harness.eventhubs.config import EmulatorConfig
+    from enginehub.harness.eventhubs.server import EmulatorThread, EventHubsEmulator
+    from enginehub.ingest.testing import EVENTHUB
+
+    cfg = EmulatorConfig.simple(hubs=[EVENTHUB], partitions=PARTITIONS)
+    first = EmulatorThread(EventHubsEmulator(cfg, port=0, http_port=None))
+    emu = first.start()
+    port = emu.port
+    db = tmp_path / "ingest.db"
+    args = consumer_args(emu, db, "--checkpoint-dir", str(tmp_path / "ckpt"), "--batch-wait", "0.2")
+    node = consumers([*args, "--silence-warning", "2"])
+    second = None
+    try:
+        poll(lambda: node.tail(200).count("claimed by") == PARTITIONS, 60, node.tail)
+        assert "nothing from Event Hubs" not in node.tail(200)  # idle but connected: empty batches count
+        first.stop()
+        poll(lambda: node.tail(200).count("nothing from Event Hubs") == PARTITIONS, 30, node.tail)
+        second = EmulatorThread(EventHubsEmulator(cfg, port=port, http_port=None))
+        emu = second.start()
+        poll(lambda: node.tail(200).count("Event Hubs answers again") == PARTITIONS, 60, node.tail)
+        events = _known_events(40)
+        produce(emu.connection_string, events)
+        poll(lambda: row_count(db) == 40, 60, lambda: f"rows {row_count(db)}\n{node.tail()}")
+        node.terminate()
+        assert node.wait(30) == 0, node.tail()
+    finally:
+        if second is not None:
+            second.stop()
+        first.stop()

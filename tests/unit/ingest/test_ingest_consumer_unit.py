@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 from typing import Any
 
 import pytest
@@ -337,3 +338,50 @@ async def test_a_full_window_holds_the_partition_until_its_oldest_batch_is_confi
         future.set_result(True)
     await consumer._wait_window("0")
     assert ctx.checkpoints == [4, 9, 14]
+
+
+async def test_a_partition_the_sdk_stops_calling_is_warned_about_once_until_it_answers_again(caplog) -> None:
+    caplog.set_level(logging.INFO, logger="enginehub.ingest.consumer")
+    sink, ctx = MemorySink(), FakeContext()
+    consumer = _consumer(sink, silence_warning=10.0, batch_wait=0.5)
+    await consumer._on_init(ctx)
+    await consumer._on_batch(ctx, [])  # an idle partition: the SDK's empty batch every batch_wait
+    heard = consumer._heard["0"]
+    assert consumer.check_silence(now=heard + 9.9) == []
+    assert consumer.check_silence(now=heard + 10.5) == ["0"]
+    assert "partition 0: nothing from Event Hubs for 10 s" in caplog.text
+    assert consumer.check_silence(now=heard + 60) == []  # once per silence, not every check
+    await consumer._on_batch(ctx, [])  # the SDK calls again
+    assert "partition 0: Event Hubs answers again" in caplog.text
+    again = consumer._heard["0"]
+    assert consumer.check_silence(now=again + 5) == []
+    assert consumer.check_silence(now=again + 11) == ["0"]  # a new silence is a new warning
+    await consumer._on_close(ctx, "SHUTDOWN")
+    assert consumer.check_silence(now=again + 100) == []  # a partition no longer owned is not watched
+
+
+async def test_a_partition_held_by_our_own_handler_is_not_called_silent(caplog) -> None:
+    sink, ctx = MemorySink(), FakeContext()
+    consumer = _consumer(sink, silence_warning=10.0, batch_wait=0.5)
+    await consumer._on_init(ctx)
+    sink.down = True  # the handler retries the write: the SDK waits for us, not we for it
+    task = asyncio.create_task(consumer._on_batch(ctx, _events(0, 5)))
+    for _ in range(200):
+        await asyncio.sleep(0.005)
+        if sink.write_calls >= 2:
+            break
+    assert not task.done() and "0" in consumer._busy
+    assert consumer.check_silence(now=consumer._heard["0"] + 60) == []
+    sink.down = False
+    await asyncio.wait_for(task, 5)
+    # the handler's return counts as heard: its silence starts now, not at the batch's start
+    assert consumer.check_silence(now=consumer._heard["0"] + 9) == []
+    assert "nothing from Event Hubs" not in caplog.text
+
+
+def test_the_silence_limit_is_off_at_zero_and_never_below_three_batch_waits() -> None:
+    assert _consumer(MemorySink(), silence_warning=0)._silence_limit() == 0
+    assert _consumer(MemorySink(), silence_warning=1.0, batch_wait=2.0)._silence_limit() == 6.0
+    assert _consumer(MemorySink(), silence_warning=20.0, batch_wait=2.0)._silence_limit() == 20.0
+    with pytest.raises(ValueError, match="silence warning"):
+        ConsumerOptions(silence_warning=-1).validate()
