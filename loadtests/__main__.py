@@ -377,8 +377,8 @@ def _baseline(
 def _start_bare(argv: list[str], log: Any, placement: Placement | None, index: int) -> subprocess.Popen[str]:
     """A bare SDK process of a baseline, on the CPU of the node it stands in for."""
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, text=True)
-    if placement is not None and pin(proc.pid, placement.node(index)):
-        LOG.info("bare SDK process %d (pid %d) on CPUs %s", index, proc.pid, sorted(placement.node(index)))
+    if placement is not None:
+        pin(proc.pid, placement.node(index), f"bare SDK process {index}")
     return proc
 
 
@@ -534,8 +534,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         for i in range(args.consumer_nodes):
             sink = f"sqlite:///{sink_db}"
             nodes.append(start_node(workdir, f"node-{i}", cs, args.eventhub, sink, checkpoints, settings))
-            if placement is not None and pin(nodes[-1].pid, placement.node(i)):
-                LOG.info("%s (pid %d) on CPUs %s", nodes[-1].name, nodes[-1].pid, sorted(placement.node(i)))
+            if placement is not None:
+                pin(nodes[-1].pid, placement.node(i), nodes[-1].name)
         live = {n.owner_id for n in nodes}
         try:
             seen = wait_all_owned(checkpoints, args.partitions, live, timeout=60)
@@ -546,10 +546,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         if placement is not None:
             for n in nodes:  # each sink worker started on its node's CPU: to the others' CPUs
                 for worker in child_pids(n.pid):
-                    if pin(worker, placement.others):
-                        LOG.info(
-                            "%s's sink worker (pid %d) on CPUs %s", n.name, worker, sorted(placement.others)
-                        )
+                    pin(worker, placement.others, f"{n.name}'s sink worker")
         if failover:
             crash_at = args.crash_at if args.crash_at is not None else args.duration * 0.25
             graceful_at = args.graceful_at if args.graceful_at is not None else args.duration * 0.6

@@ -58,9 +58,10 @@ def plan(cpus: Iterable[int] | None, nodes: int) -> Placement | None:
     return Placement(tuple(frozenset({c}) for c in ordered[:nodes]), frozenset(ordered[nodes:]))
 
 
-def pin(pid: int, cpus: Iterable[int]) -> bool:
-    """Every thread of ``pid`` onto ``cpus`` (threads and processes it starts later inherit them).
-    False, with a warning, when the process is gone or the OS refuses; a load run goes on without."""
+def pin(pid: int, cpus: Iterable[int], what: str | None = None) -> bool:
+    """Every thread of ``pid`` onto ``cpus`` (threads and processes it starts later inherit them), logged
+    as ``what`` when given. False, with a warning, when the process is gone or the OS refuses; a load run
+    goes on without."""
     wanted = set(cpus)
     try:
         tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
@@ -78,4 +79,6 @@ def pin(pid: int, cpus: Iterable[int]) -> bool:
             return False
     if not ok:
         LOG.warning("could not pin pid %d to CPUs %s: it is gone", pid, sorted(wanted))
+    elif what:
+        LOG.info("%s (pid %d) on CPUs %s", what, pid, sorted(wanted))
     return ok
