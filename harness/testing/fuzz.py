@@ -13,6 +13,7 @@ finding to a minimal example, and runs on every CI machine. Plain bytes are fuzz
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import tomllib
@@ -24,10 +25,33 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from enginehub.datasets import codecs as payload_codecs
-from enginehub.harness.amqp.codec import decode_value, skip_value
+from enginehub.harness.amqp import connection as amqp_connection
+from enginehub.harness.amqp.codec import Symbol, decode_value, skip_value
 from enginehub.harness.amqp.errors import CODEC_ERRORS as AMQP_ERRORS
-from enginehub.harness.amqp.framing import FrameParser, FramingError, decode_performative
+from enginehub.harness.amqp.framing import (
+    AMQP_HEADER,
+    SASL_HEADER,
+    FrameParser,
+    FramingError,
+    decode_performative,
+    encode_frame,
+)
 from enginehub.harness.amqp.message import decode_message, scan_sections
+from enginehub.harness.amqp.performatives import (
+    Accepted,
+    Attach,
+    Begin,
+    Close,
+    Detach,
+    Disposition,
+    End,
+    Flow,
+    Open,
+    SASLInit,
+    Source,
+    Transfer,
+)
+from enginehub.harness.amqp.performatives import Target as AmqpTarget
 from enginehub.harness.eventhubs import auth as eh_auth
 from enginehub.harness.eventhubs.config import ConfigError, parse_config
 from enginehub.harness.iothub import auth as iot_auth
@@ -158,6 +182,137 @@ def _payloads(args: tuple[str, bytes]) -> None:
         pass
 
 
+def _f(perf: Any, channel: int = 1, payload: bytes = b"", frame_type: int = 0) -> bytes:
+    return encode_frame(channel, perf.encode_amqp() + payload, frame_type)
+
+
+_AMQP_HANDSHAKE = (
+    SASL_HEADER
+    + _f(SASLInit(Symbol("ANONYMOUS"), b"", "localhost"), 0, frame_type=1)
+    + AMQP_HEADER
+    + _f(Open("c", "localhost", 1 << 20, 65535, None, None, None, None, None, None), 0)
+)
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.closed = False
+
+    def write(self, data: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("fuzz", 0) if name == "peername" else default
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+class _Handler(amqp_connection.ConnectionHandler):
+    def on_message(self, link: Any, delivery: Any) -> Any:
+        return Accepted()
+
+
+class _Internal(Exception):
+    pass
+
+
+class _ErrorTrap:
+    """Turns the connection's catch-all 'internal error' log into a finding."""
+
+    level = 40
+
+    def handle(self, record: Any) -> None:
+        if record.levelno >= 40:
+            raise _Internal(
+                f"{record.getMessage()}: {record.exc_info[1]!r}" if record.exc_info else record.getMessage()
+            )
+
+
+_u = st.integers(0, 2**32 - 1)
+_small = st.integers(0, 4)
+_maybe_u = st.none() | _u | _small
+_amqp_frame = st.one_of(
+    st.builds(lambda c, ch: _f(Begin(None, 0, 65536, 65536, 100, None, None, None), ch), st.none(), _small),
+    st.builds(
+        lambda h, role, ch: _f(
+            Attach("l", h, role, 0, 1, Source("x"), AmqpTarget("t"), None, None, 0, 0, None, None, None), ch
+        ),
+        _small,
+        st.booleans(),
+        _small,
+    ),
+    st.builds(
+        lambda a, b, c, d, h, dc, cr, ch: _f(Flow(a, b, c, d, h, dc, cr, None, None, None, None), ch),
+        _maybe_u,
+        _u,
+        _u,
+        _u,
+        st.none() | _small,
+        _maybe_u,
+        _maybe_u,
+        _small,
+    ),  # fmt: skip
+    st.builds(
+        lambda h, did, more, ch, body: _f(
+            Transfer(h, did, b"t", 0, False, more, None, None, None, None, None), ch, body
+        ),
+        _small,
+        _maybe_u,
+        st.booleans(),
+        _small,
+        st.binary(max_size=40),
+    ),  # fmt: skip
+    st.builds(
+        lambda r, a, b, ch: _f(Disposition(r, a, b, True, Accepted(), None), ch),
+        st.booleans(),
+        _u,
+        _maybe_u,
+        _small,
+    ),  # fmt: skip
+    st.builds(lambda h, c, ch: _f(Detach(h, c, None), ch), _small, st.booleans(), _small),
+    st.builds(lambda ch: _f(End(None), ch), _small),
+    st.builds(lambda ch: _f(Close(None), ch), _small),
+    st.binary(max_size=30),  # garbage between frames
+)
+
+
+_loop: asyncio.AbstractEventLoop | None = None
+
+
+def _amqp_connection(frames: list[bytes]) -> None:
+    """The connection state machine fed a handshake then an arbitrary sequence of frames: it may close the
+    connection with a condition, never raise, and never reach its catch-all internal-error path."""
+    global _loop
+    if _loop is None or _loop.is_closed():
+        _loop = asyncio.new_event_loop()
+    _loop.run_until_complete(_amqp_connection_async(frames))
+
+
+async def _amqp_connection_async(frames: list[bytes]) -> None:
+    conn = amqp_connection.AMQPConnection(_Handler())
+    transport = _Transport()
+    trap = _ErrorTrap()
+    amqp_connection.LOG.addHandler(trap)  # type: ignore[arg-type]
+    try:
+        conn.connection_made(transport)  # type: ignore[arg-type]
+        conn.data_received(_AMQP_HANDSHAKE)
+        for data in frames:
+            conn.data_received(data)
+        conn.connection_lost(None)
+    finally:
+        amqp_connection.LOG.removeHandler(trap)  # type: ignore[arg-type]
+
+
 _json_leaf = st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats() | st.text(max_size=12)
 _json = st.recursive(
     _json_leaf,
@@ -208,6 +363,7 @@ _seedish = st.lists(
 TARGETS: list[Target] = [
     Target("amqp-types", st.binary(max_size=300), _amqp_bytes),
     Target("amqp-frames", st.binary(max_size=400), _amqp_frames),
+    Target("amqp-connection", st.lists(_amqp_frame, max_size=12), _amqp_connection),
     Target("mqtt-packets", st.binary(max_size=400), _mqtt_bytes),
     Target("mqtt-bodies", st.tuples(st.integers(0, 255), st.binary(max_size=200)), _mqtt_bodies),
     Target("mqtt-topics", st.text(max_size=200), _mqtt_topic),

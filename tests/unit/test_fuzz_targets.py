@@ -17,3 +17,35 @@ def test_fuzz_target_short_profile(target, caplog) -> None:
     caplog.set_level(logging.ERROR)
     cases, _ = run(target, CI_CASES)
     assert cases >= CI_CASES // 2  # hypothesis may stop early on a small input space, not at nothing
+
+
+def test_the_connection_target_reaches_sessions_and_links_and_traps_internal_errors(monkeypatch) -> None:
+    """The frames it generates are ones the state machine acts on (not all refused at the handshake), and
+    the catch-all internal-error path is a finding."""
+    from enginehub.harness.amqp import connection
+    from enginehub.harness.testing import fuzz
+
+    seen = []
+    real = connection.AMQPConnection.data_received
+
+    def spy(self, data):
+        real(self, data)
+        seen.append((len(self.sessions), sum(len(s.remote_links) for s in self.sessions.values())))
+
+    monkeypatch.setattr(connection.AMQPConnection, "data_received", spy)
+    begin = fuzz._f(fuzz.Begin(None, 0, 65536, 65536, 100, None, None, None), 1)
+    attach = fuzz._f(
+        fuzz.Attach(
+            "l", 0, False, 0, 1, fuzz.Source("x"), fuzz.AmqpTarget("t"), None, None, 0, 0, None, None, None
+        ),
+        1,
+    )
+    fuzz._amqp_connection([begin, attach])
+    assert seen[-1] == (1, 1)
+
+    def boom(self):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(connection.AMQPConnection, "_process", boom)
+    with pytest.raises(fuzz._Internal, match="a bug"):
+        fuzz._amqp_connection([])
