@@ -313,6 +313,112 @@ async def _amqp_connection_async(frames: list[bytes]) -> None:
         amqp_connection.LOG.removeHandler(trap)  # type: ignore[arg-type]
 
 
+class _MqttTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.out = bytearray()
+        self.closed = False
+
+    def write(self, data: Any) -> None:
+        self.out += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("fuzz", 0) if name == "peername" else default
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+_DEVICE = "fuzz-dev"
+_mqtt_topic_s = st.one_of(
+    st.just(f"devices/{_DEVICE}/messages/events/"),
+    st.builds(lambda bag: f"devices/{_DEVICE}/messages/events/{bag}", st.text(max_size=30)),
+    st.sampled_from(
+        [
+            f"devices/{_DEVICE}/messages/devicebound/#",
+            "$iothub/twin/res/#",
+            "$iothub/methods/POST/#",
+            "$iothub/twin/GET/?$rid=1",
+            "$iothub/twin/PATCH/properties/reported/?$rid=2",
+            "devices/other/messages/events/",
+        ]
+    ),  # fmt: skip
+    st.text(max_size=30),
+)
+_mqtt_packet = st.one_of(
+    st.builds(
+        lambda t, p, q, pid: mqtt.encode(mqtt.Publish(t, p, q, pid if q else None)),
+        _mqtt_topic_s,
+        st.binary(max_size=40),
+        st.integers(0, 1),
+        st.integers(1, 0xFFFF),
+    ),  # fmt: skip
+    st.builds(
+        lambda pid, t, q: mqtt.encode(mqtt.Subscribe(pid, ((t, q),))),
+        st.integers(1, 0xFFFF),
+        _mqtt_topic_s,
+        st.integers(0, 2),
+    ),  # fmt: skip
+    st.builds(lambda pid: mqtt.encode(mqtt.Puback(pid)), st.integers(1, 0xFFFF)),
+    st.just(mqtt.encode(mqtt.Pingreq())),
+    st.just(mqtt.encode(mqtt.Disconnect())),
+    st.builds(lambda c: mqtt.encode(mqtt.Connect(c)), st.text(max_size=10)),  # a second CONNECT
+    st.binary(max_size=30),
+)
+
+
+def _mqtt_session(args: tuple[bool, list[bytes]]) -> None:
+    """The IoT Hub's MQTT session fed a CONNECT (good or bad password) then arbitrary packets: it may answer
+    with a CONNACK code or close the connection, never raise, never reach its catch-all error path."""
+    global _loop
+    if _loop is None or _loop.is_closed():
+        _loop = asyncio.new_event_loop()
+    _loop.run_until_complete(_mqtt_session_async(*args))
+
+
+async def _mqtt_session_async(good_password: bool, packets: list[bytes]) -> tuple[Any, _MqttTransport]:
+    from enginehub.harness.iothub import server as iot_server
+
+    hub = iot_server.IotHubEmulator(iot_server.MemoryRouter())
+    hub.state = iot_server.LifecycleState.RUNNING
+    device = hub.registry.create(_DEVICE)
+    token = iot_auth.generate_sas_token(f"{hub.hostname}/devices/{_DEVICE}", device.primary_key, ttl=3600)
+    password = token if good_password else token[:-3] + "xyz"
+    connect = mqtt.Connect(
+        _DEVICE, username=f"{hub.hostname}/{_DEVICE}/?api-version=2019-10-01", password=password.encode()
+    )
+    conn = iot_server._Connection(hub)
+    transport = _MqttTransport()
+    trap = _ErrorTrap()
+    iot_server.LOG.addHandler(trap)  # type: ignore[arg-type]
+    try:
+        conn.connection_made(transport)
+        conn.data_received(mqtt.encode(connect))
+        for data in packets:
+            conn.data_received(data)
+            await asyncio.sleep(0)
+        conn.connection_lost(None)
+        for _ in range(3):
+            await asyncio.sleep(0)
+    finally:
+        iot_server.LOG.removeHandler(trap)  # type: ignore[arg-type]
+        for timer in conn._timers:
+            timer.cancel()
+    return hub, transport
+
+
 _json_leaf = st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats() | st.text(max_size=12)
 _json = st.recursive(
     _json_leaf,
@@ -366,6 +472,7 @@ TARGETS: list[Target] = [
     Target("amqp-connection", st.lists(_amqp_frame, max_size=12), _amqp_connection),
     Target("mqtt-packets", st.binary(max_size=400), _mqtt_bytes),
     Target("mqtt-bodies", st.tuples(st.integers(0, 255), st.binary(max_size=200)), _mqtt_bodies),
+    Target("mqtt-session", st.tuples(st.booleans(), st.lists(_mqtt_packet, max_size=10)), _mqtt_session),
     Target("mqtt-topics", st.text(max_size=200), _mqtt_topic),
     Target("sas-tokens", _sas_text, _sas),
     Target("config-json", _config_doc, _config),

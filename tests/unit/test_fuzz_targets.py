@@ -49,3 +49,21 @@ def test_the_connection_target_reaches_sessions_and_links_and_traps_internal_err
     monkeypatch.setattr(connection.AMQPConnection, "_process", boom)
     with pytest.raises(fuzz._Internal, match="a bug"):
         fuzz._amqp_connection([])
+
+
+def test_the_mqtt_session_target_connects_routes_telemetry_and_refuses_a_bad_password() -> None:
+    import asyncio
+
+    from enginehub.harness.iothub import codec
+    from enginehub.harness.testing import fuzz
+
+    publish = codec.encode(codec.Publish(f"devices/{fuzz._DEVICE}/messages/events/", b"x", 1, 7))
+    hub, transport = asyncio.run(fuzz._mqtt_session_async(True, [publish]))
+    connack, used = codec.decode(bytes(transport.out))
+    assert connack == codec.Connack(0)
+    assert codec.decode(bytes(transport.out[used:]))[0] == codec.Puback(7)
+    assert len(hub.router.messages) == 1
+    hub, transport = asyncio.run(fuzz._mqtt_session_async(False, [publish]))
+    connack, _ = codec.decode(bytes(transport.out))
+    assert isinstance(connack, codec.Connack) and connack.return_code in (4, 5)
+    assert hub.router.messages == []
