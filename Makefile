@@ -12,7 +12,7 @@ endif
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test test-unit test-integration test-e2e test-server-mode load-smoke bench-load bench lint format venv azurite clean
+.PHONY: help fuzz demo test test-unit test-integration test-e2e test-server-mode load-smoke bench-load bench lint format venv azurite clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -64,6 +64,11 @@ bench: venv ## component benchmarks: Event Hubs CPU/event, IoT Hub CPU/message, 
 	$(PY) benchmarks/eventhubs_cpu.py
 	$(PY) benchmarks/iothub_cpu.py
 	$(PY) benchmarks/ingest_throughput.py --repeat 3
+
+FUZZ_CASES ?= 100000
+
+fuzz: venv ## every decoder's fuzz target for $(FUZZ_CASES) cases each; prints cases/s and any finding
+	nice -n 15 $(PY) benchmarks/fuzz.py --cases $(FUZZ_CASES)
 
 lint: venv ## ruff check + ruff format --check
 	$(VENV)/bin/ruff check .

@@ -38,6 +38,7 @@ from typing import Any
 
 from enginehub.ingest.metrics import Metrics
 from enginehub.ingest.model import DeadLetter, EventRecord, jsonable
+from enginehub.ingest.reconnect import BackoffPolicy, for_client, install
 from enginehub.ingest.rules import RuleSet, route_batch
 from enginehub.ingest.sinks.base import Sink
 from enginehub.ingest.worker import SinkWorker, SinkWorkerError, WorkerSpec, pack_events
@@ -80,6 +81,10 @@ class ConsumerOptions:
     #: the handler at least every ``batch_wait`` (an empty batch when idle); while it cannot connect it
     #: calls nothing, and azure-eventhub 5.15 retries at once without logging (ingest/README.md).
     silence_warning: float = 15.0
+    #: cap (seconds) of the capped exponential backoff while Event Hubs refuses connections (0 = the SDK's
+    #: own retry, which spins a CPU in azure-eventhub 5.15; ingest/reconnect.py). Also the longest wait
+    #: between the endpoint answering again and the next connect.
+    reconnect_cap: float = 2.0
 
     def validate(self) -> None:
         if self.batch_size < 1:
@@ -95,6 +100,8 @@ class ConsumerOptions:
             )
         if self.checkpoint_interval < 0 or self.write_linger < 0:
             raise ValueError("checkpoint interval and write linger must be >= 0 seconds")
+        if self.reconnect_cap < 0:
+            raise ValueError("reconnect cap must be >= 0 seconds (0 = off)")
         if self.silence_warning < 0:
             raise ValueError("silence warning must be >= 0 seconds (0 = off)")
         if self.prefetch < 1 or self.sink_threads < 1 or self.max_row_attempts < 1 or self.pipeline_depth < 1:
@@ -626,6 +633,10 @@ class IngestConsumer:
             LOG.warning("could not find the SDK's event processor; owner id not applied")
             return
         processor = processors[0]
+        if self.options.reconnect_cap:
+            policy = BackoffPolicy(cap=self.options.reconnect_cap)
+            if not install(processor, for_client(self.client, policy)):
+                LOG.warning("SDK internals changed: no backoff while Event Hubs refuses connections")
         if self.options.owner_id:
             manager = getattr(processor, "_ownership_manager", None)
             if manager is None or not hasattr(processor, "_id"):
