@@ -51,6 +51,20 @@ class IotHubEndpoint:
     eventhub_name: str
     gateway_host: str | None = None  # the address devices dial (emulator); None for a real hub
     ca_cert: str | None = None  # PEM file devices trust (emulator); None for a real hub
+    #: the owner connection string azure-iot-hub dials (emulator: HostName=<gateway>:<service port>);
+    #: a real hub's is ``connection_string`` itself
+    service_connection_string: str | None = None
+
+    def registry_manager(self) -> Any:
+        """An ``azure.iot.hub.IoTHubRegistryManager`` for this hub (emulator: trusts ``ca_cert`` through
+        ``REQUESTS_CA_BUNDLE``, which this sets for the process when unset)."""
+        from azure.iot.hub import IoTHubRegistryManager
+
+        if self.ca_cert is not None:
+            os.environ.setdefault("REQUESTS_CA_BUNDLE", self.ca_cert)
+        return IoTHubRegistryManager.from_connection_string(
+            self.service_connection_string or self.connection_string
+        )
 
     def device_connection_string(self, device_id: str) -> str:
         """A device connection string whose key derives from the group key (with GatewayHostName if any)."""
@@ -84,6 +98,7 @@ def _local(partitions: int) -> tuple[IotHubEndpoint, Callable[[], None]]:
         eventhub_name=stack.eventhub_name,
         gateway_host=hub.gateway_host,
         ca_cert=str(hub.ca_cert_path),
+        service_connection_string=hub.service_connection_string,
     )
     LOG.info("local IoT Hub %s on %s:8883, built-in endpoint %s", hub.hostname, host, stack.eventhub_name)
     return endpoint, runner.stop
@@ -100,6 +115,7 @@ def from_up_json(info: dict[str, Any], provider: str = "process") -> IotHubEndpo
         eventhub_name=info["eventhub_name"],
         gateway_host=info["iothub_gateway_host"],
         ca_cert=info["ca_cert"],
+        service_connection_string=info.get("iothub_service_connection_string"),
     )
 
 
