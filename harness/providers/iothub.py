@@ -56,12 +56,11 @@ class IotHubEndpoint:
     service_connection_string: str | None = None
 
     def registry_manager(self) -> Any:
-        """An ``azure.iot.hub.IoTHubRegistryManager`` for this hub (emulator: trusts ``ca_cert`` through
-        ``REQUESTS_CA_BUNDLE``, which this sets for the process when unset)."""
+        """An ``azure.iot.hub.IoTHubRegistryManager`` for this hub (emulator: see :func:`trust_ca`)."""
         from azure.iot.hub import IoTHubRegistryManager
 
         if self.ca_cert is not None:
-            os.environ.setdefault("REQUESTS_CA_BUNDLE", self.ca_cert)
+            trust_ca(self.ca_cert)
         return IoTHubRegistryManager.from_connection_string(
             self.service_connection_string or self.connection_string
         )
@@ -76,6 +75,30 @@ class IotHubEndpoint:
 
     def new_device_id(self, prefix: str = "dev") -> str:
         return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def trust_ca(ca_cert: str) -> str:
+    """Make ``requests`` (so azure-iot-hub) in this process trust ``ca_cert`` as well as what it trusted
+    before: ``REQUESTS_CA_BUNDLE`` is pointed at a bundle = the previous one (``REQUESTS_CA_BUNDLE``,
+    ``CURL_CA_BUNDLE`` or certifi's) + the emulator's CA, written next to ``ca_cert``. Returns its path."""
+    ca = Path(ca_cert).read_text()
+    current = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if current is None:
+        import certifi
+
+        current = certifi.where()
+    try:
+        base = Path(current).read_text()
+    except OSError as exc:
+        LOG.warning("CA bundle %s unreadable (%s): trusting the emulator's CA only", current, exc)
+        base = ""
+    if ca.strip() in base:
+        return current
+    bundle = Path(ca_cert).with_name("requests-ca-bundle.pem")
+    bundle.write_text(base.rstrip("\n") + "\n" + ca)
+    os.environ["REQUESTS_CA_BUNDLE"] = str(bundle)
+    LOG.info("REQUESTS_CA_BUNDLE=%s (%s + the emulator's CA)", bundle, current)
+    return str(bundle)
 
 
 def _local(partitions: int) -> tuple[IotHubEndpoint, Callable[[], None]]:
