@@ -27,8 +27,11 @@ CHECKPOINT_CONTAINER = "checkpoints"
 EPILOG = """\
 JSON keys: eventhubs_connection_string, eventhub_name, iothub_eventhub_connection_string, iothub_hostname,
 iothub_gateway_host, iothub_connection_string, device_group_key, ca_cert, storage_connection_string and
-checkpoint_container (only when Azurite runs); extras: iothub_admin_url, iothub_port, eventhubs_port,
-data_dir.
+checkpoint_container (only when Azurite runs); extras: iothub_service_connection_string, iothub_admin_url,
+iothub_port, eventhubs_port, data_dir.
+
+The service SDK (azure-iot-hub) reaches the hub with iothub_service_connection_string
+(HostName=<gateway host>:<service port>) and REQUESTS_CA_BUNDLE=<ca_cert>.
 
 Devices connect with HostName=<iothub_hostname>;DeviceId=<id>;SharedAccessKey=<key>;
 GatewayHostName=<iothub_gateway_host> and server_verification_cert=<contents of ca_cert>; any device id
@@ -129,6 +132,7 @@ async def run_stack(args: argparse.Namespace, *, azurite: bool) -> int:
             "iothub_hostname": stack.iothub.hostname,
             "iothub_gateway_host": stack.iothub.gateway_host,
             "iothub_connection_string": stack.iothub.connection_string,
+            "iothub_service_connection_string": stack.iothub.service_connection_string,
             "device_group_key": stack.iothub.registry.group_key,
             "ca_cert": str(stack.iothub.ca_cert_path),
         }

@@ -82,6 +82,7 @@ class Options:
     progress: bool = True
     ingest_wait: float = 60.0
     verbose: bool = False
+    commands: bool = False
 
 
 @dataclass
@@ -212,6 +213,7 @@ async def run(opts: Options) -> Outcome:
             dataset=dataset,
             cmapss_dir=opts.cmapss_dir,
             dataset_units=max(opts.units, 100),
+            commands=opts.commands,
         )
         outcome = await _fleet(opts, cfg, source, host, summary, warnings_)
     finally:

@@ -126,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="self-host: seconds to wait for the database (60)",
     )
     run.add_argument("--no-progress", action="store_true", help="no live progress on stderr")
+    run.add_argument(
+        "--commands",
+        action="store_true",
+        help="engines obey the cloud: direct methods setRate {rate}, pause, resume, maintenance (fresh "
+        "engine), getState; desired sendIntervalS / paused; state in reported properties; each command "
+        "logged on stderr (off by default: it costs a twin subscription per device)",
+    )
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging (SDK included)")
     faults = p.add_argument_group("faults (all off by default)")
     faults.add_argument(
@@ -177,6 +184,7 @@ def options_from_args(args: argparse.Namespace) -> app.Options:
         progress=not args.no_progress,
         ingest_wait=args.ingest_wait,
         verbose=args.verbose,
+        commands=args.commands,
     )
 
 
@@ -202,6 +210,7 @@ def print_summary(outcome: app.Outcome, out) -> None:  # type: ignore[no-untyped
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="simulate: %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    logging.getLogger("enginehub.simulator.commands").setLevel(logging.INFO)  # what it was told to do
     try:
         opts = options_from_args(args)
     except app.UsageError as exc:

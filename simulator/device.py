@@ -21,8 +21,9 @@ import asyncio
 import logging
 import random
 import warnings
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from enginehub.simulator.clock import Clock
 from enginehub.simulator.credentials import DeviceCredentials
@@ -122,6 +123,36 @@ class SdkClient:
 
     async def shutdown(self) -> None:
         await self._client.shutdown()
+
+    async def enable_commands(
+        self,
+        on_method: Callable[[str, Any], Awaitable[tuple[int, Any]]],
+        on_desired: Callable[[dict[str, Any]], Awaitable[None]],
+    ) -> None:
+        """Answer direct methods with ``on_method(name, payload) -> (status, payload)`` and pass desired
+        patches to ``on_desired``. The SDK runs handlers on its own handler thread; the callbacks given
+        here are run on the caller's loop. Setting a handler subscribes (the SDK blocks until SUBACK), so
+        that happens in a worker thread."""
+        from azure.iot.device import MethodResponse
+
+        loop = asyncio.get_running_loop()
+        client = self._client
+
+        async def method_handler(request: Any) -> None:
+            fut = asyncio.run_coroutine_threadsafe(on_method(request.name, request.payload), loop)
+            status, payload = await asyncio.wrap_future(fut)
+            response = MethodResponse.create_from_method_request(request, status, payload)
+            await client.send_method_response(response)
+
+        async def desired_handler(patch: dict[str, Any]) -> None:
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(on_desired(patch), loop))
+
+        await asyncio.to_thread(setattr, client, "on_method_request_received", method_handler)
+        await asyncio.to_thread(setattr, client, "on_twin_desired_properties_patch_received", desired_handler)
+
+    async def report(self, properties: dict[str, Any]) -> None:
+        """Write reported properties (a twin PATCH)."""
+        await self._client.patch_twin_reported_properties(properties)
 
 
 @dataclass(frozen=True)

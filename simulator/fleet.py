@@ -5,7 +5,9 @@ engine reaches its last cycle, a fresh engine takes its place: engine ``e + N`` 
 fleet, across workers), so engine numbers never repeat within a run and need no coordination between
 worker processes. Engine ``e`` replays source unit ``(e - 1) % U + 1`` of the dataset (U source units), with
 its unit number rewritten to ``e`` so every (unit, cycle) of a run is unique. With ``replace=False`` a
-device stops when its first engine ends.
+device stops when its first engine ends. ``maintenance(d)`` (the ``maintenance`` direct method) swaps the
+device's engine for a fresh unit at once, the next engine number in its sequence: its cycles restart at 1
+and, the engine number being new, so do its message ids.
 
 Pure: no clock, no I/O; the data comes from a ``UnitSource``.
 """
@@ -96,6 +98,18 @@ class Fleet:
 
     def source_unit_of(self, device: int) -> int:
         return self._cursors[device].source_unit
+
+    def cycle_of(self, device: int) -> int:
+        """Cycles sent so far by the device's current engine."""
+        return self._cursors[device].pos
+
+    def maintenance(self, device: int) -> tuple[int, int]:
+        """Replace ``device``'s engine by a fresh unit now; (previous engine, new engine)."""
+        old = self._cursors[device].engine
+        self._cursors[device] = self._cursor(old + self.total_devices)
+        self.engines_started += 1
+        LOG.debug("device %d: engine %d replaced by %d (maintenance)", device, old, old + self.total_devices)
+        return old, old + self.total_devices
 
     def next_row(self, device: int) -> Row | None:
         """The next row for `device` (unit = engine number), or None when it is done (``replace=False``)."""

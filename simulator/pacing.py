@@ -9,6 +9,9 @@ and ``jitter[d, k]`` is drawn uniformly from ``±jitter * period / 2``. Jitter n
 slot stays anchored to ``k * period``, so over any window of T seconds the fleet sends R*T messages within
 N messages, whatever the jitter (over 60 s at 500/s and 100 devices: within 0.34 %).
 
+A device's own rate can be changed mid-run (``set_device_rate``, the ``setRate`` direct method): its slots
+are then re-anchored at the change time with its new period; the other devices keep their schedule.
+
 ``Pacer`` is pure (no clock, no I/O): it hands out due times in order. ``PacedLoop`` drives it from a clock.
 """
 
@@ -51,13 +54,37 @@ class Pacer:
         self._heap: list[tuple[float, int, int]] = []
         self._retired: set[int] = set()
         self._phase = [(d + self._rng.random()) * self.period / devices for d in range(devices)]
+        # per device: (anchor time, first slot index at the anchor, period); changed by set_device_rate
+        self._anchor: dict[int, tuple[float, int, float]] = {}
+        self._next_k = [0] * devices
         for d in range(devices):
             heapq.heappush(self._heap, (self._due(d, 0), d, 0))
 
     def _due(self, device: int, k: int) -> float:
+        anchor = self._anchor.get(device)
+        if anchor is not None:
+            at, k0, period = anchor
+            j = (self._rng.random() - 0.5) * self.jitter * period if self.jitter else 0.0
+            return max(at, at + (k - k0 + 0.5) * period + j)
         j = (self._rng.random() - 0.5) * self.jitter * self.period if self.jitter else 0.0
         # |j| < period / 2, so a device's slots stay strictly ordered; none is due before the start
         return max(self.start, self.start + self._phase[device] + k * self.period + j)
+
+    def device_rate(self, device: int) -> float:
+        """Messages/s of ``device`` now (the fleet's share, R/N, unless set)."""
+        anchor = self._anchor.get(device)
+        return 1.0 / (anchor[2] if anchor is not None else self.period)
+
+    def set_device_rate(self, device: int, rate: float, now: float) -> None:
+        """From ``now`` on, ``device`` sends ``rate`` messages/s (its next slot half a period after now)."""
+        if not 0 < rate < float("inf"):
+            raise ValueError(f"rate must be a finite number > 0, got {rate}")
+        if not 0 <= device < self.devices:
+            raise ValueError(f"no device {device}")
+        k = self._next_k[device] + 1  # a new slot index: the pending heap entry goes stale
+        self._next_k[device] = k
+        self._anchor[device] = (now, k, 1.0 / rate)
+        heapq.heappush(self._heap, (self._due(device, k), device, k))
 
     def peek(self) -> float | None:
         """When the next send is due (None once every device retired)."""
@@ -68,6 +95,7 @@ class Pacer:
         """The next (due time, device index); schedules that device's following send."""
         self._drop_retired()
         due, device, k = heapq.heappop(self._heap)
+        self._next_k[device] = k + 1
         heapq.heappush(self._heap, (self._due(device, k + 1), device, k + 1))
         return due, device
 
@@ -85,8 +113,9 @@ class Pacer:
             yield self.pop()
 
     def _drop_retired(self) -> None:
-        while self._heap and self._heap[0][1] in self._retired:
-            heapq.heappop(self._heap)
+        heap = self._heap
+        while heap and (heap[0][1] in self._retired or heap[0][2] != self._next_k[heap[0][1]]):
+            heapq.heappop(heap)  # retired, or superseded by set_device_rate
 
 
 class PacedLoop:

@@ -21,8 +21,10 @@ import random
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from enginehub.simulator.clock import Clock, SystemClock
+from enginehub.simulator.commands import Commander
 from enginehub.simulator.credentials import DeviceCredentials
 from enginehub.simulator.device import (
     DeviceClient,
@@ -71,6 +73,7 @@ class FleetConfig:
     dataset: str = "synthetic"
     cmapss_dir: str | None = None
     dataset_units: int = 100
+    commands: bool = False  # answer direct methods and desired properties, report state (simulator.commands)
 
 
 ClientFactory = Callable[[DeviceCredentials], DeviceClient]
@@ -119,6 +122,54 @@ class FleetRunner:
         self.stopped_at: float | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._seed_rng = base
+        self.commander = Commander(
+            self.fleet, lambda: self.pacer, [d.device_id for d in self.devices], self.clock.monotonic
+        )
+        self._reports: dict[int, asyncio.Task[None]] = {}
+
+    async def enable_commands(self) -> None:
+        """Every device answers direct methods and desired patches (``cfg.commands``); its first report."""
+        sem = asyncio.Semaphore(self.cfg.connect_concurrency)
+
+        async def one(index: int) -> None:
+            client = self.devices[index].client
+            if not hasattr(client, "enable_commands"):
+                return
+            async with sem:
+
+                async def on_method(name: str, payload: Any) -> tuple[int, Any]:
+                    status, body = self.commander.method(index, name, payload)
+                    self._report(index)
+                    return status, body
+
+                async def on_desired(patch: dict[str, Any]) -> None:
+                    self.commander.desired(index, patch)
+                    self._report(index)
+
+                try:
+                    await client.enable_commands(on_method, on_desired)
+                except Exception as exc:  # a device that cannot subscribe still sends telemetry
+                    LOG.warning("%s: cannot subscribe to commands: %s", self.devices[index].device_id, exc)
+                    return
+                self._report(index)
+
+        await asyncio.gather(*(one(i) for i in range(len(self.devices))))
+
+    def _report(self, index: int) -> None:
+        """Write the device's state to its reported properties (latest state wins; one write at a time)."""
+        client = self.devices[index].client
+        running = self._reports.get(index)
+        if running is not None and not running.done():
+            running.add_done_callback(lambda _t: self._report(index))
+            return
+
+        async def write() -> None:
+            try:
+                await asyncio.wait_for(client.report(self.commander.state(index)), 10)  # type: ignore[attr-defined]
+            except Exception as exc:  # reporting is best effort
+                LOG.debug("%s: reported properties not written: %s", self.devices[index].device_id, exc)
+
+        self._reports[index] = asyncio.create_task(write())
 
     async def connect_all(self) -> None:
         """Connect every device, the first alone (a refused key or a dead hub fails fast and is raised).
@@ -157,6 +208,8 @@ class FleetRunner:
         if dev.pending >= self.cfg.max_pending:
             self.stats.skipped += 1
             return
+        if device in self.commander.paused:
+            return  # paused by a command: the slot passes, the engine does not advance
         row = self.fleet.next_row(device)
         self.stats.engines_finished = self.fleet.engines_finished
         if row is None:
@@ -230,6 +283,8 @@ class FleetRunner:
             jitter=self.cfg.jitter,
             rng=random.Random(self._seed_rng.random()),
         )
+        if self.cfg.commands:
+            await self.enable_commands()
         end = start + self.cfg.duration if self.cfg.duration else None
         self.loop = PacedLoop(self.pacer, self.clock, end=end)
         await self.loop.run(self._dispatch, lambda: should_stop() or self.fatal is not None)
@@ -251,6 +306,9 @@ class FleetRunner:
             await asyncio.gather(*pending, return_exceptions=True)
 
     async def close(self) -> None:
+        reports = [t for t in self._reports.values() if not t.done()]
+        if reports:
+            await asyncio.wait(reports, timeout=5)
         await asyncio.gather(*(d.close() for d in self.devices), return_exceptions=True)
 
     @property
@@ -295,6 +353,7 @@ def _worker_main(index: int, cfg: FleetConfig, out: mp.Queue, stop: mp.Event, lo
     from enginehub.simulator.sources import load_source
 
     quiet_sdk_logging()
+    logging.getLogger("enginehub.simulator.commands").setLevel(logging.INFO)
     try:
         source = load_source(cfg.dataset, cmapss_dir=cfg.cmapss_dir, seed=cfg.seed, units=cfg.dataset_units)
     except Exception as exc:

@@ -136,6 +136,9 @@ class AdminServer:
                 "ca_cert": str(hub.ca_cert_path),
                 "device_group_key": hub.registry.group_key,
                 "iothub_connection_string": hub.connection_string,
+                "iothub_service_connection_string": hub.service_connection_string
+                if hub.service is not None
+                else None,
             }
         )
 

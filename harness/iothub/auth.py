@@ -142,3 +142,36 @@ def parse_connection_string(cs: str) -> dict[str, str]:
             raise ValueError(f"connection string segment {key!r} has no '='")
         out[key] = value
     return out
+
+
+def check_service_token(
+    header: str | None,
+    hostnames: Iterable[str],
+    policies: dict[str, str],
+    rights: dict[str, frozenset[str]],
+    needed: Iterable[str],
+    now: float,
+) -> SasToken:
+    """Validate a service-API ``Authorization`` header: a hub-policy SAS token (``skn``) over one of the
+    hub's names (``hostnames``, compared case-insensitively), signed with that policy's key, not expired,
+    and whose policy holds one of the ``needed`` rights. Raises :class:`AuthError` with the reason.
+
+    A device-scoped token (no ``skn``, ``sr=<hub>/devices/<id>``) is refused: the service API takes
+    policy tokens only.
+    """
+    if not header:
+        raise AuthError("no Authorization header (a SharedAccessSignature with skn=<policy>)")
+    token = parse_sas_token(header)
+    if token.skn is None:
+        raise AuthError(f"device-scoped token for {token.resource[:120]!r} on the service API")
+    host, _, path = token.resource.partition("/")
+    if host.lower() not in {h.lower() for h in hostnames} or path.strip("/"):
+        raise AuthError(f"SAS audience {token.resource[:120]!r} is not this hub")
+    key = policies.get(token.skn)
+    if key is None or not check_signature(token, [key]):
+        raise AuthError(f"policy {token.skn[:60]!r}: unknown policy or bad signature")
+    check_expiry(token, now)
+    needed = tuple(needed)
+    if not any(r in rights.get(token.skn, frozenset()) for r in needed):
+        raise AuthError(f"policy {token.skn!r} lacks {' or '.join(needed)}")
+    return token

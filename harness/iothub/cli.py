@@ -28,9 +28,10 @@ Supported: MQTT 3.1.1 over TLS 1.2 on port 8883 (azure-iot-device), SAS auth wit
 secondary), group-derived keys and iothubowner/device policy tokens; telemetry (QoS 0/1, property bags,
 256 KB limit, PUBACK after the append); twin GET, reported PATCH, desired pushes; one connection per device;
 keepalive 1.5x; token expiry; faults (PUBACK delay/drop, close after N, refuse CONNECT, throttle,
-disconnect all).
-Not supported: modules, X.509 auth, MQTT over WebSockets, cloud-to-device messages, direct methods, the
-service REST API (use the admin API), DPS, routing to custom endpoints.
+disconnect all); the service REST API for azure-iot-hub (iothub_service_connection_string,
+REQUESTS_CA_BUNDLE=<ca_cert>): devices, twins, direct methods.
+Not supported: modules, X.509 auth, MQTT over WebSockets, cloud-to-device messages, DPS, routing to custom
+endpoints.
 """
 
 

@@ -100,3 +100,38 @@ class DeviceExists(RegistryError):
 
 class ProtocolViolation(IotHubEmulatorError):
     """The device broke an IoT Hub rule (QoS 2, other device's topic, oversize): connection closed."""
+
+
+# --- service API (REST) ----------------------------------------------------------------------------
+
+
+class ServiceError(RegistryError):
+    """A service-API error: HTTP ``status`` and the hub's ``error_code`` (the ``iothub-errorcode`` header)."""
+
+    status = 400
+    error_code = "ArgumentInvalid"
+    numeric_code = 400004
+
+
+class Unauthorized(ServiceError):
+    status = 401
+    error_code = "IotHubUnauthorizedAccess"
+    numeric_code = 401002
+
+
+class PreconditionFailed(ServiceError):
+    status = 412
+    error_code = "PreconditionFailed"
+    numeric_code = 412002
+
+
+class DeviceNotOnline(ServiceError):
+    status = 404
+    error_code = "DeviceNotOnline"
+    numeric_code = 404103
+
+
+class GatewayTimeout(ServiceError):
+    status = 504
+    error_code = "GatewayTimeout"
+    numeric_code = 504101

@@ -10,9 +10,9 @@ SUBSCRIBE to the IoT Hub filters (granted QoS <= 1, at most 5 per device), a Wil
 token expiry enforcement, fault injection (:class:`~enginehub.harness.iothub.state.Faults`).
 
 Not supported (LIMITATIONS): modules (client id ``device/module`` gets CONNACK 2), X.509 device auth,
-MQTT over WebSockets (port 443), cloud-to-device messages and direct methods (subscriptions are accepted
-but nothing is ever sent; a method response PUBLISH closes the connection in strict mode), the service
-REST API (use the admin API instead), message routing to endpoints other than the built-in one.
+MQTT over WebSockets (port 443), cloud-to-device messages (the subscription is accepted but nothing is
+sent), message routing to endpoints other than the built-in one. Direct methods and the service REST API
+are served (``service.py``, ``invoke_method``).
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ from enginehub.harness.iothub.errors import (
     CODEC_ERRORS,
     BadUsernameOrPassword,
     ConnectRefused,
+    DeviceNotOnline,
+    GatewayTimeout,
     IdentifierRejected,
     NotAuthorized,
     ProtocolViolation,
@@ -151,6 +153,7 @@ class IotHubEmulator:
         clock: Callable[[], float] = time.time,
         strict: bool = True,
         connect_timeout: float = 30.0,
+        service_port: int | None = 0,
     ) -> None:
         self.router = router
         self.hostname = hostname
@@ -180,6 +183,10 @@ class IotHubEmulator:
         self._background: set[asyncio.Task[Any]] = set()
         self._save_handle: asyncio.TimerHandle | None = None
         self._route_nowait: Callable[[Telemetry], None] | None = getattr(router, "route_nowait", None)
+        self.service_port = service_port  # HTTPS service API (None: not served)
+        self.service: Any = None  # the running ServiceServer
+        self._methods: dict[str, tuple[str, asyncio.Future[tuple[int, Any]]]] = {}
+        self._method_seq = 0
 
     # --- registry persistence (debounced: a connect storm of new group devices saves once) -----------
 
@@ -236,6 +243,16 @@ class IotHubEmulator:
             self.state = LifecycleState.STOPPED
             raise
         self.port = self._server.sockets[0].getsockname()[1]
+        if self.service_port is not None:
+            from enginehub.harness.iothub.service import ServiceServer
+
+            try:
+                self.service = await ServiceServer(self, self.host, self.service_port).start()
+            except OSError:
+                self._server.close()
+                self.state = LifecycleState.STOPPED
+                raise
+            self.service_port = self.service.port
         self.state = LifecycleState.RUNNING
         self.ready.set()
         LOG.info("IoT Hub %s listening on %s:%d (TLS)", self.hostname, self.host, self.port)
@@ -250,6 +267,11 @@ class IotHubEmulator:
         self.state = LifecycleState.STOPPING
         if self._server is not None:
             self._server.close()
+        if self.service is not None:
+            await self.service.stop()
+        for _, fut in self._methods.values():
+            if not fut.done():
+                fut.set_exception(GatewayTimeout("hub stopping"))
         conns = list(self._conns)
         for conn in conns:
             conn.close("hub stopping", abort=True)
@@ -317,6 +339,30 @@ class IotHubEmulator:
     def connected_devices(self) -> list[str]:
         return sorted(self._by_device)
 
+    @property
+    def service_hostname(self) -> str:
+        """``host:port`` of the HTTPS service API (the ``HostName`` the service SDK dials)."""
+        if self.service is None:
+            raise RuntimeError("the service API is not running (service_port=None or not started)")
+        return f"{self.host}:{self.service_port}"
+
+    @property
+    def service_connection_string(self) -> str:
+        """Owner connection string for ``azure-iot-hub`` (``HostName=<host>:<service port>``).
+
+        The SDK builds ``https://<HostName>`` from it, so it reaches this emulator without name
+        resolution; trust ``ca_cert`` with ``REQUESTS_CA_BUNDLE``.
+        """
+        key = self.registry.policies["iothubowner"]
+        return f"HostName={self.service_hostname};SharedAccessKeyName=iothubowner;SharedAccessKey={key}"
+
+    def service_hostnames(self) -> list[str]:
+        """The names a service SAS token may be issued for (``sr``)."""
+        names = [self.hostname]
+        if self.service is not None:
+            names += [self.service_hostname, self.host]
+        return names
+
     # --- control ---------------------------------------------------------------------------------
 
     def disconnect_all(self) -> int:
@@ -344,6 +390,65 @@ class IotHubEmulator:
             body = json.dumps({**patch, "$version": version}, separators=(",", ":")).encode()
             conn.send_to_device(topics.twin_desired_topic(version), body)
         return version
+
+    def method_subscribed(self, device_id: str) -> bool:
+        conn = self._by_device.get(device_id)
+        return (
+            conn is not None
+            and conn.session is not None
+            and any(topics.topic_matches(f, "$iothub/methods/POST/x/") for f in conn.session.subscriptions)
+        )
+
+    async def invoke_method(
+        self,
+        device_id: str,
+        method_name: str,
+        payload: Any,
+        response_timeout_s: float = 30.0,
+        connect_timeout_s: float = 0.0,
+    ) -> tuple[int, Any]:
+        """Call a direct method on a connected device; (status the device answered, its JSON payload).
+
+        Raises DeviceNotFound (404), DeviceNotOnline (404: not connected or not subscribed to methods
+        within ``connect_timeout_s``) or GatewayTimeout (504: no answer within ``response_timeout_s``).
+        """
+        self.registry.get(device_id)
+        if not self.method_subscribed(device_id) and connect_timeout_s > 0:
+            deadline = asyncio.get_running_loop().time() + connect_timeout_s
+            while not self.method_subscribed(device_id) and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.05)
+        conn = self._by_device.get(device_id)
+        if conn is None or not self.method_subscribed(device_id):
+            raise DeviceNotOnline(f"device {device_id!r} is not online (connected and subscribed to methods)")
+        self._method_seq += 1
+        rid = format(self._method_seq, "x")
+        fut: asyncio.Future[tuple[int, Any]] = asyncio.get_running_loop().create_future()
+        self._methods[rid] = (device_id, fut)
+        self.metrics.method_calls += 1
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        try:
+            conn.send_to_device(topics.method_request_topic(method_name, rid), body)
+            try:
+                return await asyncio.wait_for(fut, response_timeout_s)
+            except TimeoutError:
+                self.metrics.method_timeouts += 1
+                raise GatewayTimeout(
+                    f"device {device_id!r} did not answer {method_name!r} within {response_timeout_s:g} s"
+                ) from None
+        finally:
+            self._methods.pop(rid, None)
+
+    def _method_response(self, device_id: str, status: int, rid: str, payload: bytes) -> None:
+        entry = self._methods.get(rid)
+        if entry is None or entry[0] != device_id:
+            LOG.info("device %s answered method request %r that is not pending (late?)", device_id, rid)
+            return
+        try:
+            value = json.loads(payload) if payload else None
+        except ValueError:
+            value = payload.decode("utf-8", errors="replace")
+        if not entry[1].done():
+            entry[1].set_result((status, value))
 
     def reset(self) -> None:
         """Reset faults and metrics (registry kept)."""
@@ -376,6 +481,7 @@ class IotHubEmulator:
             del self._by_device[conn.device_id]
             if conn.device is not None:
                 conn.device.connection_state = "Disconnected"
+                conn.device.connection_state_updated_time = self.clock()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -635,6 +741,7 @@ class _Connection(asyncio.Protocol):
         session_present = self.device_id in hub._sessions
         self.session = hub._sessions.setdefault(self.device_id, _Session())
         device.connection_state = "Connected"
+        device.connection_state_updated_time = now
         device.last_activity_time = now
         hub.metrics.connects += 1
         metrics.connects += 1
@@ -694,6 +801,11 @@ class _Connection(asyncio.Protocol):
             self._on_telemetry(pkt)
         elif topic.startswith("$iothub/twin/"):
             self._on_twin(pkt)
+        elif topic.startswith(topics.METHOD_RESPONSE_PREFIX):
+            status, rid = topics.parse_method_response(topic)
+            if pkt.packet_id is not None:
+                self._write(codec.encode_puback(pkt.packet_id))
+            self.hub._method_response(self.device_id, status, rid, pkt.payload)
         else:
             try:
                 topics.parse_twin_request(topic)  # raises the precise error

@@ -34,9 +34,23 @@ MAX_MESSAGE_BYTES = 256 * 1024
 AUTH_METHOD_SAS = '{"scope":"device","type":"sas","issuer":"iothub","acceptingIpFilterRule":null}'
 
 
+#: Shared access policies of a hub and their rights (as on Azure's built-in policies).
+POLICY_RIGHTS: dict[str, frozenset[str]] = {
+    "iothubowner": frozenset({"RegistryRead", "RegistryWrite", "ServiceConnect", "DeviceConnect"}),
+    "service": frozenset({"ServiceConnect"}),
+    "device": frozenset({"DeviceConnect"}),
+    "registryRead": frozenset({"RegistryRead"}),
+    "registryReadWrite": frozenset({"RegistryRead", "RegistryWrite"}),
+}
+
+
 def _generation_id() -> str:
     # hub-generated; the real one looks like 637388855582764406 (.NET ticks)
     return str(int(time.time() * 10_000_000) + 621_355_968_000_000_000 + uuid.uuid4().int % 1000)
+
+
+def new_etag() -> str:
+    return uuid.uuid4().hex[:12]
 
 
 @dataclass
@@ -45,6 +59,13 @@ class Twin:
     desired_version: int = 1
     reported: dict[str, Any] = field(default_factory=dict)
     reported_version: int = 1
+    tags: dict[str, Any] = field(default_factory=dict)
+    etag: str = field(default_factory=new_etag)
+
+    @property
+    def version(self) -> int:
+        """The twin's overall version (the service API's ``version``): grows with every change."""
+        return self.desired_version + self.reported_version - 1
 
     def document(self) -> dict[str, Any]:
         return {
@@ -55,12 +76,18 @@ class Twin:
     def patch_reported(self, patch: dict[str, Any]) -> int:
         _merge(self.reported, patch)
         self.reported_version += 1
+        self.etag = new_etag()
         return self.reported_version
 
     def patch_desired(self, patch: dict[str, Any]) -> int:
         _merge(self.desired, patch)
         self.desired_version += 1
+        self.etag = new_etag()
         return self.desired_version
+
+    def patch_tags(self, patch: dict[str, Any]) -> None:
+        _merge(self.tags, patch)
+        self.etag = new_etag()
 
 
 def _merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
@@ -84,7 +111,9 @@ class Device:
     status: str = "enabled"
     status_reason: str | None = None
     generation_id: str = field(default_factory=_generation_id)
-    etag: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    etag: str = field(default_factory=new_etag)
+    status_updated_time: float | None = None
+    connection_state_updated_time: float | None = None
     source: str = "registry"  # or "group" (created on first connect with a group-derived key)
     connection_state: str = "Disconnected"
     last_activity_time: float | None = None
@@ -188,6 +217,10 @@ class HubMetrics:
     keepalive_closes: int = 0
     connections: int = 0
     twin_requests: int = 0
+    method_calls: int = 0
+    method_timeouts: int = 0
+    service_requests: int = 0
+    service_auth_failures: int = 0
     devices: dict[str, DeviceMetrics] = field(default_factory=dict)
 
     def device(self, device_id: str) -> DeviceMetrics:
@@ -226,7 +259,9 @@ class Registry:
     def __init__(self, hostname: str, group_key: str | None = None, owner_key: str | None = None) -> None:
         self.hostname = hostname
         self.group_key = group_key or auth.generate_key()
-        self.policies = {"iothubowner": owner_key or auth.generate_key(), "device": auth.generate_key()}
+        self.policies = {name: auth.generate_key() for name in POLICY_RIGHTS}
+        if owner_key:
+            self.policies["iothubowner"] = owner_key
         self.devices: dict[str, Device] = {}
         self.on_change: Callable[[], None] | None = None
 
@@ -279,8 +314,25 @@ class Registry:
         if status not in ("enabled", "disabled"):
             raise RegistryError(f"status must be 'enabled' or 'disabled', not {status!r}")
         dev = self.get(device_id)
+        if dev.status != status:
+            dev.status_updated_time = time.time()
         dev.status = status
         dev.status_reason = reason
+        dev.etag = new_etag()
+        self._changed()
+        return dev
+
+    def update_keys(self, device_id: str, primary_key: str | None, secondary_key: str | None) -> Device:
+        """Replace the device's symmetric keys (None keeps a key); bad base64 raises AuthError (400)."""
+        dev = self.get(device_id)
+        for k in (primary_key, secondary_key):
+            if k is not None:
+                auth.sign(k, "")
+        if primary_key is not None:
+            dev.primary_key = primary_key
+        if secondary_key is not None:
+            dev.secondary_key = secondary_key
+        dev.etag = new_etag()
         self._changed()
         return dev
 
@@ -297,7 +349,7 @@ class Registry:
             key = self.policies.get(token.skn)
             if key is None or not auth.check_signature(token, [key]):
                 raise AuthError(f"policy token {token.skn!r}: bad signature or unknown policy")
-            if token.skn not in ("iothubowner", "device"):
+            if "DeviceConnect" not in POLICY_RIGHTS.get(token.skn, frozenset()):
                 raise AuthError(f"policy {token.skn!r} lacks DeviceConnect")
         elif dev is not None and auth.check_signature(token, [dev.primary_key, dev.secondary_key]):
             pass

@@ -181,6 +181,29 @@ def twin_response_topic(status: int, rid: str, version: int | None = None) -> st
     return topic
 
 
+METHOD_REQUEST_PREFIX = "$iothub/methods/POST/"
+METHOD_RESPONSE_PREFIX = "$iothub/methods/res/"
+
+
+def method_request_topic(method_name: str, rid: str) -> str:
+    """``$iothub/methods/POST/{name}/?$rid={rid}`` (hub -> device)."""
+    return f"{METHOD_REQUEST_PREFIX}{quote(method_name, safe='')}/?$rid={quote(rid, safe='')}"
+
+
+def parse_method_response(topic: str) -> tuple[int, str]:
+    """``$iothub/methods/res/{status}/?$rid={rid}`` (device -> hub) -> (status, rid)."""
+    rest = topic[len(METHOD_RESPONSE_PREFIX) :]
+    status_s, sep, query = rest.partition("/?")
+    if not sep or not status_s.isdigit() or len(status_s) > 3:
+        raise TopicError(
+            f"method response topic is not '$iothub/methods/res/{{status}}/?$rid=': {topic[:120]!r}"
+        )
+    rid = parse_property_bag(query).get("$rid")
+    if not rid:
+        raise TopicError(f"method response without $rid: {topic[:120]!r}")
+    return int(status_s), rid
+
+
 def twin_desired_topic(version: int) -> str:
     return f"$iothub/twin/PATCH/properties/desired/?$version={version}"
 

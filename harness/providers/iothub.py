@@ -51,6 +51,19 @@ class IotHubEndpoint:
     eventhub_name: str
     gateway_host: str | None = None  # the address devices dial (emulator); None for a real hub
     ca_cert: str | None = None  # PEM file devices trust (emulator); None for a real hub
+    #: the owner connection string azure-iot-hub dials (emulator: HostName=<gateway>:<service port>);
+    #: a real hub's is ``connection_string`` itself
+    service_connection_string: str | None = None
+
+    def registry_manager(self) -> Any:
+        """An ``azure.iot.hub.IoTHubRegistryManager`` for this hub (emulator: see :func:`trust_ca`)."""
+        from azure.iot.hub import IoTHubRegistryManager
+
+        if self.ca_cert is not None:
+            trust_ca(self.ca_cert)
+        return IoTHubRegistryManager.from_connection_string(
+            self.service_connection_string or self.connection_string
+        )
 
     def device_connection_string(self, device_id: str) -> str:
         """A device connection string whose key derives from the group key (with GatewayHostName if any)."""
@@ -62,6 +75,30 @@ class IotHubEndpoint:
 
     def new_device_id(self, prefix: str = "dev") -> str:
         return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def trust_ca(ca_cert: str) -> str:
+    """Make ``requests`` (so azure-iot-hub) in this process trust ``ca_cert`` as well as what it trusted
+    before: ``REQUESTS_CA_BUNDLE`` is pointed at a bundle = the previous one (``REQUESTS_CA_BUNDLE``,
+    ``CURL_CA_BUNDLE`` or certifi's) + the emulator's CA, written next to ``ca_cert``. Returns its path."""
+    ca = Path(ca_cert).read_text()
+    current = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if current is None:
+        import certifi
+
+        current = certifi.where()
+    try:
+        base = Path(current).read_text()
+    except OSError as exc:
+        LOG.warning("CA bundle %s unreadable (%s): trusting the emulator's CA only", current, exc)
+        base = ""
+    if ca.strip() in base:
+        return current
+    bundle = Path(ca_cert).with_name("requests-ca-bundle.pem")
+    bundle.write_text(base.rstrip("\n") + "\n" + ca)
+    os.environ["REQUESTS_CA_BUNDLE"] = str(bundle)
+    LOG.info("REQUESTS_CA_BUNDLE=%s (%s + the emulator's CA)", bundle, current)
+    return str(bundle)
 
 
 def _local(partitions: int) -> tuple[IotHubEndpoint, Callable[[], None]]:
@@ -84,6 +121,7 @@ def _local(partitions: int) -> tuple[IotHubEndpoint, Callable[[], None]]:
         eventhub_name=stack.eventhub_name,
         gateway_host=hub.gateway_host,
         ca_cert=str(hub.ca_cert_path),
+        service_connection_string=hub.service_connection_string,
     )
     LOG.info("local IoT Hub %s on %s:8883, built-in endpoint %s", hub.hostname, host, stack.eventhub_name)
     return endpoint, runner.stop
@@ -100,6 +138,7 @@ def from_up_json(info: dict[str, Any], provider: str = "process") -> IotHubEndpo
         eventhub_name=info["eventhub_name"],
         gateway_host=info["iothub_gateway_host"],
         ca_cert=info["ca_cert"],
+        service_connection_string=info.get("iothub_service_connection_string"),
     )
 
 

@@ -235,6 +235,7 @@ def simulate_command(
     cmapss_dir: str | os.PathLike[str] | None = None,
     run_id: str | None = None,
     stop_at_end: bool = False,
+    commands: bool = False,
     extra: list[str] | tuple[str, ...] = (),
 ) -> list[str]:
     cmd = [sys.executable, "-m", "enginehub.simulator", "--units", str(units), "--rate", str(rate), "--json"]
@@ -257,6 +258,8 @@ def simulate_command(
         cmd += ["--run-id", run_id]
     if stop_at_end:
         cmd += ["--stop-at-end"]
+    if commands:
+        cmd += ["--commands"]
     return cmd + list(extra)
 
 

@@ -25,6 +25,8 @@ Fixtures:
   (SIGKILL) or ``terminate()`` (SIGTERM, graceful); all are stopped at teardown.
 - ``iothub`` (session): an :class:`IotHubEndpoint` (hub + ``device_connection_string(id)`` factory and its
   built-in Event Hubs endpoint); ``fleet`` (function): factory running ``simulate`` for N units at R msg/s.
+- ``iothub_service`` (session): an ``azure.iot.hub.IoTHubRegistryManager`` on the ``iothub`` fixture's hub,
+  ready to use (device identities, twins, direct methods); skipped when azure-iot-hub is not installed.
 
 Taxonomy (enforced): a test collected from a ``tests/integration`` folder must carry the ``integration``
 marker, and a ``cratedb`` test must carry ``integration`` too; a test that does not fails with a message
@@ -364,6 +366,20 @@ def iothub(request: pytest.FixtureRequest) -> Iterator[Any]:
         yield endpoint
     finally:
         stop()
+
+
+@pytest.fixture(scope="session")
+def iothub_service(iothub: Any) -> Iterator[Any]:
+    """``IoTHubRegistryManager`` for the session's hub (emulator: its service API, trusting its CA)."""
+    try:
+        import azure.iot.hub  # noqa: F401
+    except ImportError as exc:
+        pytest.skip(f"iothub_service: azure-iot-hub is not installed ({exc}); pip install azure-iot-hub six")
+    manager = iothub.registry_manager()
+    yield manager
+    if manager.amqp_svc_client is not None:  # close the C2D link now, not at garbage collection
+        manager.amqp_svc_client.disconnect_sync()
+        manager.amqp_svc_client = None
 
 
 @pytest.fixture

@@ -105,6 +105,7 @@ async def test_harness_up_json_no_azurite_then_sigterm(tmp_path):
         r = _cli("device", "create", "eng-1", *admin)
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["deviceId"] == "eng-1"
+        _service_sdk_sees(info, "eng-1")
         r = _cli("device", "create", "eng-1", *admin)
         assert r.returncode == 1 and "already exists" in r.stderr
         assert _cli("device", "disable", "eng-1", *admin).returncode == 0
@@ -195,3 +196,18 @@ def test_port_8883_in_use_exits_1_with_a_clear_message():
     assert r.returncode == 1
     assert r.stdout == ""
     assert "cannot start the local stack" in r.stderr and "8883" in r.stderr
+
+
+def _service_sdk_sees(info: dict, device_id: str) -> None:
+    """azure-iot-hub, pointed at the process by iothub_service_connection_string + REQUESTS_CA_BUNDLE."""
+    from azure.iot.hub import IoTHubRegistryManager
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("REQUESTS_CA_BUNDLE", info["ca_cert"])
+    try:
+        cs = info["iothub_service_connection_string"]
+        assert cs.startswith(f"HostName={info['iothub_gateway_host']}:")
+        rm = IoTHubRegistryManager.from_connection_string(cs)
+        assert rm.get_device(device_id).device_id == device_id
+    finally:
+        mp.undo()

@@ -169,7 +169,7 @@ async def test_subscribe_rules(hub, raw):
 async def test_unsupported_topic_closes_in_strict_mode(hub, raw):
     dev = raw("d1")
     assert await dev.connect() == 0
-    dev.publish_nowait(b"{}", topic="$iothub/methods/res/200/?$rid=1")
+    dev.publish_nowait(b"{}", topic="$iothub/jobs/res/200/?$rid=1")  # not an IoT Hub device topic we serve
     await dev.wait_closed_by_server(5)
 
 
@@ -295,3 +295,12 @@ async def test_dropped_puback_then_dup_resend_is_counted(hub, router, raw):
     assert [(m.properties["message-id"], m.dup) for m in router.messages] == [("m-1", False), ("m-1", True)]
     assert hub.metrics.dup == 1 and hub.metrics.dropped_pubacks == 1
     assert hub.metrics.devices["d1"].dup == 1 and hub.metrics.devices["d1"].reconnects == 1
+
+
+async def test_method_response_for_no_pending_request_is_acked_and_ignored(hub, raw):
+    dev = raw("d1")
+    assert await dev.connect() == 0
+    dev.publish_nowait(b"{}", topic="$iothub/methods/res/200/?$rid=77")
+    dev.publish_nowait(b"{}", topic="devices/d1/messages/events/")
+    await poll(lambda: hub.metrics.messages == 1, what="the telemetry after the stray method response")
+    assert not dev.eof.is_set()
