@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from enginehub.datasets import analysis, cmapss
+from enginehub.datasets import conditions as cond
 from enginehub.datasets import labels as lab
 
 LOG = logging.getLogger(__name__)
@@ -147,6 +148,49 @@ def window_features(x: np.ndarray) -> np.ndarray:
     return np.concatenate(parts, axis=1)
 
 
+#: Per-channel summaries of a unit's whole history up to a row, computed by :func:`history_features`.
+HISTORY_FEATURES: tuple[str, ...] = ("baseline", "drift", "ewm0.05", "slope_all")
+#: Cycles at the start of each unit averaged into its baseline (its own early, healthy state).
+BASELINE_CYCLES = 10
+
+
+def history_features(x: np.ndarray, units: np.ndarray, baseline: int = BASELINE_CYCLES) -> np.ndarray:
+    """(n, 4F) per row of ``x`` (n, F), rows unit-contiguous in cycle order, using only that unit's rows up
+    to this one (so a truncated test unit gets what a training unit had at the same cycle). One block of F
+    columns per name of :data:`HISTORY_FEATURES`: the mean of the unit's first ``baseline`` cycles (fewer
+    while it has fewer), the drift (the mean of the last 10 cycles minus that baseline: removes the
+    unit-to-unit offset of a new engine), an exponentially weighted mean over the whole history (alpha
+    0.05), and the least-squares slope over the whole history (0 on a unit's first cycle)."""
+    x = np.asarray(x, dtype="float64")
+    units = np.asarray(units)
+    if x.ndim != 2 or len(x) != len(units):
+        raise ValueError(f"x must be (n, features) with one unit per row: {x.shape} vs {units.shape}")
+    n, f = x.shape
+    out = np.zeros((n, 4 * f))
+    for start, stop in lab._unit_runs(units):
+        v = x[start:stop]
+        m = len(v)
+        k = np.arange(1, m + 1, dtype="float64")[:, None]
+        csum = np.cumsum(v, axis=0)
+        head = np.minimum(k, baseline).astype("int64")[:, 0]
+        base = csum[head - 1] / np.minimum(k, baseline)
+        tail = np.vstack([np.zeros((1, f)), csum])
+        lo = np.maximum(np.arange(m) + 1 - 10, 0)
+        recent = (csum - tail[lo]) / (np.arange(m) + 1 - lo)[:, None]
+        ewm = np.empty_like(v)
+        acc = v[0].copy()
+        for i in range(m):
+            acc = 0.95 * acc + 0.05 * v[i] if i else acc
+            ewm[i] = acc
+        t = k
+        st, stt = np.cumsum(t, axis=0), np.cumsum(t * t, axis=0)
+        stx = np.cumsum(t * v, axis=0)
+        denom = k * stt - st * st
+        slope = np.where(denom > 0, (k * stx - st * csum) / np.where(denom > 0, denom, 1.0), 0.0)
+        out[start:stop] = np.concatenate([base, recent - base, ewm, slope], axis=1)
+    return out
+
+
 @dataclass
 class Dataset:
     """Model inputs built from frames of table rows."""
@@ -157,28 +201,70 @@ class Dataset:
     windows: analysis.Windows
 
 
+@dataclass
+class Preprocessor:
+    """Everything fitted on training rows before the model: the per-condition scaler
+    (:class:`enginehub.datasets.conditions.ConditionScaler`) and, optionally, a linear health indicator
+    (least squares of the capped RUL on the normalised sensors) appended as one more channel."""
+
+    scaler: cond.ConditionScaler
+    health: np.ndarray | None  # (F + 1,) weights, intercept last
+
+    @classmethod
+    def fit(
+        cls, train: pd.DataFrame, columns: Sequence[str], labels: np.ndarray, *, health: bool
+    ) -> Preprocessor:
+        scaler = cond.ConditionScaler.fit(train, columns)
+        weights = None
+        if health:
+            x = scaler.transform_values(train)
+            design = np.c_[x, np.ones(len(x))]
+            weights = np.linalg.lstsq(design, labels, rcond=None)[0]
+        return cls(scaler, weights)
+
+    def channels(self, frame: pd.DataFrame) -> np.ndarray:
+        """(n, F [+ 1]) normalised sensors [and the health indicator, scaled to about unit spread]."""
+        x = self.scaler.transform_values(frame)
+        if self.health is None:
+            return x
+        hi = (np.c_[x, np.ones(len(x))] @ self.health - RUL_CAP / 2.0) / (RUL_CAP / 2.0)
+        return np.c_[x, hi]
+
+
 def build_dataset(
     frame: pd.DataFrame,
-    normaliser: Normaliser,
+    prep: Preprocessor,
     *,
     window: int = WINDOW,
     labels: np.ndarray | None = None,
     last_only: bool = False,
     multi_condition: bool = False,
+    history: bool = True,
 ) -> Dataset:
-    """Normalise ``frame``, cut windows and compute the feature matrix (extra per-row features at the
-    window's last cycle: the cycle number and, for multi-condition subsets, the condition history)."""
-    norm = normaliser.transform(frame)
-    extra_cols: list[str] = [analysis.CYCLE]
+    """Normalise ``frame``, cut windows and compute the feature matrix: :func:`window_features` of every
+    channel, then per-row features at the window's last cycle: the cycle number, :func:`history_features`
+    (with ``history``) and, for multi-condition subsets, :func:`enginehub.datasets.conditions.
+    condition_features`."""
+    x = prep.channels(frame)
+    units = frame[analysis.UNIT].to_numpy(dtype="int64")
+    cycles = frame[analysis.CYCLE].to_numpy(dtype="int64")
+    extra = [cycles[:, None].astype("float64")]
+    if history:
+        extra.append(history_features(x, units))
     if multi_condition:
-        hist = condition_history(frame)
-        for i in range(hist.shape[1]):
-            norm[f"history {i}"] = hist[:, i]
-            extra_cols.append(f"history {i}")
-    wins = analysis.make_windows(
-        norm, list(normaliser.columns) + extra_cols, window, labels=labels, last_only=last_only
-    )
-    k = len(normaliser.columns)
+        cmap = prep.scaler.conditions
+        extra.append(
+            cond.condition_features(units, cmap.assign(cond.frame_settings(frame)), cmap.n_conditions)
+        )
+    k = x.shape[1]
+    full = np.concatenate([x, *extra], axis=1)
+    try:
+        if last_only:
+            wins = lab.last_windows(full, units, labels, cycles, length=window)
+        else:
+            wins = lab.sliding_windows(full, units, labels, cycles, length=window)
+    except ValueError as exc:
+        raise analysis.AnalysisError(str(exc)) from exc
     feats = np.concatenate([window_features(wins.x[:, :, :k]), wins.x[:, -1, k:]], axis=1)
     return Dataset(features=feats, labels=wins.y, units=wins.units, windows=wins)
 
@@ -200,8 +286,15 @@ class ModelConfig:
     reg_lambda: float = 1.0
     seeds: tuple[int, ...] = (1, 2, 3)
     n_jobs: int = 1
-    #: multi-condition subsets: append the cycles spent so far in each condition (Babu et al. 2016)
+    #: multi-condition subsets: append the condition features (cycles spent so far in each condition, as
+    #: Babu et al. 2016, the current condition, cycles since it changed)
     condition_history: bool = True
+    #: append the whole-history features (:func:`history_features`) of every channel
+    history: bool = True
+    #: append a linear health indicator as one more channel
+    health: bool = True
+    #: predictions at or above this are set to the cap (None: off); chosen on held-out training units
+    snap: float | None = None
 
 
 class RulModel:
@@ -210,7 +303,7 @@ class RulModel:
     def __init__(self, config: ModelConfig | None = None) -> None:
         self.config = config or ModelConfig()
         self.columns = tuple(analysis.sensor_column(s) for s in self.config.sensors)
-        self.normaliser = Normaliser(self.columns)
+        self.prep: Preprocessor | None = None
         self.multi_condition = False
         self.models: list[object] = []
 
@@ -223,14 +316,16 @@ class RulModel:
             ) from exc
 
         cfg = self.config
-        self.multi_condition = cfg.condition_history and len(np.unique(operating_conditions(train))) > 1
-        self.normaliser.fit(train)
+        labels = analysis.rul_labels(train, cfg.cap)
+        self.prep = Preprocessor.fit(train, self.columns, labels, health=cfg.health)
+        self.multi_condition = cfg.condition_history and self.prep.scaler.conditions.n_conditions > 1
         data = build_dataset(
             train,
-            self.normaliser,
+            self.prep,
             window=cfg.window,
-            labels=analysis.rul_labels(train, cfg.cap),
+            labels=labels,
             multi_condition=self.multi_condition,
+            history=cfg.history,
         )
         self.models = []
         for seed in cfg.seeds:
@@ -255,17 +350,26 @@ class RulModel:
 
     def predict_last(self, test: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """(units, predicted RUL at each unit's last cycle), clipped to [0, cap]."""
-        if not self.models:
+        if not self.models or self.prep is None:
             raise RuntimeError("fit the model first")
         data = build_dataset(
             test,
-            self.normaliser,
+            self.prep,
             window=self.config.window,
             last_only=True,
             multi_condition=self.multi_condition,
+            history=self.config.history,
         )
         pred = np.mean([m.predict(data.features) for m in self.models], axis=0)  # type: ignore[attr-defined]
-        return data.units, np.clip(pred, 0.0, float(self.config.cap))
+        return data.units, finish(pred, self.config.cap, self.config.snap)
+
+
+def finish(pred: np.ndarray, cap: int, snap: float | None = None) -> np.ndarray:
+    """Clip predictions to [0, cap]; with ``snap``, set those at or above it to the cap."""
+    out = np.clip(np.asarray(pred, dtype="float64"), 0.0, float(cap))
+    if snap is not None:
+        out[out >= snap] = float(cap)
+    return out
 
 
 # -- evaluation from a sink ------------------------------------------------------------------------------
