@@ -203,3 +203,15 @@ def test_history_features_use_only_the_unit_so_far() -> None:
 def test_finish_clips_and_snaps_to_the_cap() -> None:
     assert rul.finish(np.asarray([-3.0, 50.0, 119.0, 130.0]), 125).tolist() == [0.0, 50.0, 119.0, 125.0]
     assert rul.finish(np.asarray([50.0, 119.0]), 125, snap=118.0).tolist() == [50.0, 125.0]
+
+
+def test_seed_stats_score_each_seed_and_give_mean_and_spread() -> None:
+    truth = np.asarray([10.0, 150.0])
+    each = np.asarray([[10.0, 125.0], [20.0, 125.0]])  # seed 1: errors 0, -25; seed 2: +10, -25
+    stats = rul._seed_stats(each, truth, 125)
+    r1, r2 = math.sqrt(25.0**2 / 2), math.sqrt((100 + 625) / 2)
+    assert stats["seeds"] == 2
+    assert stats["seed_rmse_mean"] == pytest.approx((r1 + r2) / 2, abs=1e-4)
+    assert stats["seed_rmse_std"] == pytest.approx(abs(r1 - r2) / math.sqrt(2), abs=1e-4)
+    assert stats["seed_rmse_capped_truth_mean"] == pytest.approx(math.sqrt(50.0) / 2, abs=1e-4)
+    assert stats["seed_score_capped_truth_std"] > 0
