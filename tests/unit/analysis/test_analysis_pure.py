@@ -183,3 +183,35 @@ def test_window_features_slopes_and_last_values() -> None:
     assert 45.0 < block("ewm0.1")[0] < block("ewm0.3")[0] < 63.0  # recent cycles weigh more
     assert block("curvature")[:2] == pytest.approx([0.0, 0.0], abs=1e-9)
     assert block("curvature")[2] > 0  # a parabola opening upwards
+
+
+def test_history_features_use_only_the_unit_so_far() -> None:
+    units = np.asarray([1] * 15 + [2] * 3)
+    x = np.r_[np.arange(15, dtype="float64") * 2.0 + 7.0, [5.0, 5.0, 5.0]][:, None]  # (18, 1)
+    feats = rul.history_features(x, units)
+    assert feats.shape == (18, len(rul.HISTORY_FEATURES))
+    base, drift, _ewm, slope = feats.T
+    assert base[0] == 7.0 and base[4] == pytest.approx(np.mean(x[:5, 0]))
+    assert base[14] == pytest.approx(np.mean(x[:10, 0]))  # the first 10 cycles only
+    assert drift[14] == pytest.approx(np.mean(x[5:15, 0]) - np.mean(x[:10, 0]))
+    assert slope[0] == 0.0 and slope[14] == pytest.approx(2.0)
+    assert base[15:].tolist() == [5.0, 5.0, 5.0] and slope[15:].tolist() == [0.0, 0.0, 0.0]
+    # a truncated unit gets exactly what the full unit had at the same cycle
+    assert np.array_equal(rul.history_features(x[:9], units[:9]), feats[:9])
+
+
+def test_finish_clips_and_snaps_to_the_cap() -> None:
+    assert rul.finish(np.asarray([-3.0, 50.0, 119.0, 130.0]), 125).tolist() == [0.0, 50.0, 119.0, 125.0]
+    assert rul.finish(np.asarray([50.0, 119.0]), 125, snap=118.0).tolist() == [50.0, 125.0]
+
+
+def test_seed_stats_score_each_seed_and_give_mean_and_spread() -> None:
+    truth = np.asarray([10.0, 150.0])
+    each = np.asarray([[10.0, 125.0], [20.0, 125.0]])  # seed 1: errors 0, -25; seed 2: +10, -25
+    stats = rul._seed_stats(each, truth, 125)
+    r1, r2 = math.sqrt(25.0**2 / 2), math.sqrt((100 + 625) / 2)
+    assert stats["seeds"] == 2
+    assert stats["seed_rmse_mean"] == pytest.approx((r1 + r2) / 2, abs=1e-4)
+    assert stats["seed_rmse_std"] == pytest.approx(abs(r1 - r2) / math.sqrt(2), abs=1e-4)
+    assert stats["seed_rmse_capped_truth_mean"] == pytest.approx(math.sqrt(50.0) / 2, abs=1e-4)
+    assert stats["seed_score_capped_truth_std"] > 0
