@@ -219,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--window", type=int, default=1, help="messages pipelined per send (raw client)")
     d.add_argument("--max-puback-p99-ms", type=float, default=None)
     d.add_argument("--min-rate", type=float, default=None, help="threshold (default: --target-rate x 0.95)")
+    sub.add_parser("soak", help="chaos soak: load + seeded faults (enginehub.loadtests.soak)", add_help=False)
     b = sub.add_parser("baseline-receive", help="(internal) one SDK receive-and-discard process")
     b.add_argument("--eventhub-connection-string", required=True)
     b.add_argument("--eventhub", default="eh1")
@@ -664,6 +665,11 @@ def tidy_workdir(workdir: Path, passed: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["soak"]:  # its own parser: enginehub.loadtests.soak
+        from enginehub.loadtests.soak import main as soak_main
+
+        return soak_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "target_rate", None) == "auto":
