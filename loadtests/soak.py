@@ -545,6 +545,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
             "missing_dead_letters": len(poison_acked - set(dead)),
             "unexpected_dead_letters": len(set(dead) - poison_allowed),
             "drain_s": drain,
+            "hub_starts": soak.stack.starts,
             "fault_counts": counts,
             "recovery_s_max": worst,
             "faults": faults,
