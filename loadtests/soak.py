@@ -35,6 +35,7 @@ failed, 2 the stack did not start.
 from __future__ import annotations
 
 import argparse
+import bisect
 import contextlib
 import json
 import logging
@@ -74,10 +75,8 @@ class AckLog:
     entries: list[tuple[float, str]] = field(default_factory=list)
 
     def first_after(self, t: float) -> str | None:
-        for when, last_id in self.entries:  # appended in time order; a soak has at most ~10^5
-            if when >= t:
-                return last_id
-        return None
+        i = bisect.bisect_left(self.entries, t, key=lambda e: e[0])
+        return self.entries[i][1] if i < len(self.entries) else None
 
 
 class Producer(threading.Thread):
@@ -103,7 +102,7 @@ class Producer(threading.Thread):
     def run(self) -> None:
         from enginehub.loadtests.clients.eventhub import encode_event
 
-        n, k, nb = 0, 0, len(self.bodies)
+        k, nb = 0, len(self.bodies)
         due = time.monotonic()
         while not self.stop_event.is_set():
             client = self.clients[k % len(self.clients)]
@@ -122,7 +121,6 @@ class Producer(threading.Thread):
             self.produced.record(prefix, first, self.batch, ok)
             if ok:
                 self.acks.entries.append((time.monotonic(), f"{prefix}-{first + self.batch - 1}"))
-            n += self.batch
             k += 1
             due += self.interval
             now = time.monotonic()
@@ -534,6 +532,11 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
             "offered_events_per_s": args.rate + args.device_rate,
             "produced": report.produced,
             "unconfirmed": report.unconfirmed,
+            # sends that failed (the fault cut the answer off) but were stored all the same
+            "unconfirmed_stored": report.rows
+            - report.duplicates
+            - report.unexpected_rows
+            - (report.produced - report.lost),
             "rows": report.rows,
             "lost": report.lost,
             "duplicates": report.duplicates,
