@@ -107,3 +107,23 @@ def test_a_duration_too_short_for_every_kind_is_refused_before_anything_starts()
     )
     assert proc.returncode == 2
     assert "too short" in proc.stderr and "at least" in proc.stderr
+
+
+@pytest.mark.timeout(180)
+def test_a_failed_invariant_exits_1_and_names_it(tmp_path: Path) -> None:
+    # no fault can recover within 1 ms: the run must say so and exit 1 (the rest still holds)
+    workdir = tmp_path / "soak"
+    proc = subprocess.run(
+        [sys.executable, "-m", "enginehub.loadtests", "soak", "--duration", "14", "--kinds", "poison"]
+        + ["--recovery-timeout", "0.001", "--json", "--workdir", str(workdir)],
+        capture_output=True,
+        text=True,
+        timeout=170,
+    )
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert out["passed"] is False
+    assert out["faults"][0]["recovery_s"] is None
+    assert out["failures"] == [f"poison at {out['faults'][0]['at_s']} s did not recover"]
+    assert out["lost"] == 0 and out["missing_dead_letters"] == 0  # drained afterwards all the same
+    assert leftovers(str(workdir)) == []
