@@ -225,6 +225,8 @@ class SinkReader:
 
 # -------------------------------------------------------------------------------------------- executor
 class Soak:
+    """The run's processes, load and faults; :meth:`apply` applies one fault and times its recovery."""
+
     def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
         self.args = args
         self.workdir = workdir
@@ -464,7 +466,9 @@ def check(result: dict[str, Any], planned_kinds: set[str]) -> list[str]:
     if result.get("drain_s") is None:
         failures.append("the sink did not hold every accepted id within the drain timeout")
     for f in result.get("faults", []):
-        if f.get("recovery_s") is None:
+        if f.get("error"):
+            failures.append(f"{f['kind']} at {f['at_s']} s could not be applied: {f['error']}")
+        elif f.get("recovery_s") is None:
             failures.append(f"{f['kind']} at {f['at_s']} s did not recover")
         if f["kind"] == "sink_outage" and f.get("rows_written_during"):
             failures.append(
@@ -506,11 +510,19 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         except Exception as exc:
             LOG.error("the soak's stack did not start: %s", exc)
             return {}, 2
-        faults = []
+        faults: list[dict[str, Any]] = []
         for fault in plan:
             while soak.now() < fault.at:
                 time.sleep(min(0.2, fault.at - soak.now()))
-            faults.append(soak.apply(fault))
+            try:
+                faults.append(soak.apply(fault))
+            except Exception as exc:  # e.g. the hub did not come back: report it, stop the plan, still drain
+                LOG.exception("applying %s failed; no further faults", fault)
+                faults.append(
+                    {"kind": fault.kind, "planned_at_s": fault.at, "at_s": round(soak.now(), 2)}
+                    | {"error": f"{type(exc).__name__}: {exc}", "recovery_s": None}
+                )
+                break
         while soak.now() < args.duration:
             time.sleep(min(0.5, args.duration - soak.now()))
         elapsed = round(soak.now(), 1)

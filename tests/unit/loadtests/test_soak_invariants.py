@@ -108,3 +108,11 @@ def test_the_first_batch_accepted_after_a_moment():
     assert acks.first_after(1.5) == "b"
     assert acks.first_after(2.0) == "b"
     assert acks.first_after(3.5) is None
+
+
+def test_a_fault_that_could_not_be_applied_fails_with_its_error():
+    result = passing()
+    result["faults"][0] |= {"error": "RuntimeError: the hub did not report ready", "recovery_s": None}
+    assert check(result, set(KINDS)) == [
+        f"{KINDS[0]} at 5.0 s could not be applied: RuntimeError: the hub did not report ready"
+    ]
