@@ -57,7 +57,7 @@ def test_stop_signals_are_blocked_only_inside_the_block() -> None:
     before = blocked()
     assert not procutil.STOP_SIGNALS & before
     with procutil.stop_signals_blocked():
-        assert procutil.STOP_SIGNALS <= blocked()
+        assert blocked() >= procutil.STOP_SIGNALS
     assert blocked() == before
 
 
