@@ -64,8 +64,9 @@ def test_a_child_started_with_the_hook_dies_with_its_parent(pids: list[int], hoo
 
 
 def test_a_child_whose_parent_is_gone_already_exits_at_once() -> None:
-    code = "from enginehub.harness.procutil import die_with_parent; die_with_parent(9, 1); print('alive')"
-    # parent_pid 1 is not our parent: as if the parent had died before the request
+    code = "import os; from enginehub.harness.procutil import die_with_parent; "
+    code += "die_with_parent(9, os.getpid()); print('alive')"
+    # our own pid is never our parent's: as if the parent had died before the request
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert done.returncode == 1 and "alive" not in done.stdout
     code = "import os; from enginehub.harness.procutil import die_with_parent; "
