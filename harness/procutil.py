@@ -8,12 +8,14 @@ Two rules every CLI of ours follows for the processes it starts (issue 17):
   :func:`pdeathsig_preexec` as ``preexec_fn`` of ``subprocess.Popen``, which survives ``exec``, so it
   works for Node as well), and right after it the child checks that its parent is still the process that
   started it: a parent that died before the request would otherwise never be signalled.
-- **The parent drives the stop.** A child that its parent tells to stop through its own channel (the
-  ingest sink worker: EOF on its socket; the simulator's workers: a stop event) ignores SIGINT and SIGTERM
-  (:func:`ignore_stop_signals`): Ctrl-C and ``kill -TERM -<pgid>`` (systemd's KillMode=control-group,
+- **The parent drives the stop.** Ctrl-C and ``kill -TERM -<pgid>`` (systemd's KillMode=control-group,
   ``timeout``, a shell's job control) reach the whole process group, and a child that died of them would
-  turn an orderly stop into a crash of its parent. Such a child takes SIGKILL as its death signal, since
-  it ignores SIGTERM.
+  turn an orderly stop into a crash of its parent. A child that its parent tells to stop through its own
+  channel ignores them (:func:`ignore_stop_signals`; the ingest sink worker, stopped by EOF on its
+  socket) or takes them as the same request (the simulator's workers: SIGTERM = their stop event), and
+  takes SIGKILL as its death signal. Children in a session of their own (Azurite, ``simulate``'s
+  self-hosted stack and consumer), which no group signal reaches, get SIGTERM: a graceful stop.
+  :func:`stop_signals_blocked` around the start closes the window before the child's handlers exist.
 
 The kernel signals the child when the *thread* that forked it exits, not the process: start children from
 the main thread or from a thread that outlives them (a ``ThreadPoolExecutor`` worker lives until the
@@ -79,8 +81,8 @@ def get_pdeathsig() -> int:
 def die_with_parent(sig: int = signal.SIGKILL, parent_pid: int | None = None) -> bool:
     """In a child: get `sig` when the parent dies, and exit at once (code 1) if it died already.
 
-    `parent_pid` is the pid of the process that started us (default: our parent now, which only checks
-    that we were not already re-parented to init). Returns True when the death signal is set."""
+    `parent_pid` is the pid of the process that started us (passed by it; without it there is nothing to
+    check). Returns True when the death signal is set."""
     if not set_pdeathsig(sig):
         return False
     if parent_pid is not None and os.getppid() != parent_pid:
