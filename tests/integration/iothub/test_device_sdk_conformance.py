@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -278,3 +279,73 @@ async def test_aio_send_message_qos1(device: Any, endpoint_reader: Any, shape: s
     sent = [m.message_id for m in msgs]
     chunked = CHUNK if shape == "gather" else None
     await asyncio.to_thread(assert_exactly_once_in_order, reader, device_id, sent, chunked)
+
+
+# --------------------------------------------------------------------------- twin
+def _desired_from_service(iothub_service: Any, device_id: str, desired: dict[str, Any]) -> None:
+    from azure.iot.hub.models import Twin, TwinProperties
+
+    iothub_service.update_twin(device_id, Twin(properties=TwinProperties(desired=desired)), "*")
+
+
+def _check_twin_shape(twin: dict[str, Any]) -> None:
+    assert set(twin) >= {"desired", "reported"}, twin
+    assert isinstance(twin["desired"]["$version"], int) and isinstance(twin["reported"]["$version"], int)
+
+
+def test_sync_twin_get_patch_reported_and_desired(device: Any, iothub_service: Any) -> None:
+    device_id, client = device("sync")
+    client.connect()
+    patches: queue.Queue[dict[str, Any]] = queue.Queue()
+    client.on_twin_desired_properties_patch_received = patches.put
+
+    twin = client.get_twin()
+    _check_twin_shape(twin)
+    reported = {"firmware": "2.1.0", "telemetry": {"interval_s": 5}}
+    client.patch_twin_reported_properties(reported)
+    after = client.get_twin()
+    assert {k: after["reported"][k] for k in reported} == reported, after
+    assert after["reported"]["$version"] == twin["reported"]["$version"] + 1
+    service_twin = iothub_service.get_twin(device_id)
+    assert {k: service_twin.properties.reported[k] for k in reported} == reported
+
+    t0 = time.perf_counter()
+    _desired_from_service(iothub_service, device_id, {"interval_s": 7, "mode": {"eco": True}})
+    patch = patches.get(timeout=TWIN_BOUND_S)
+    LOG.warning("sync desired patch: service update -> handler in %.3f s", time.perf_counter() - t0)
+    assert patch["interval_s"] == 7 and patch["mode"] == {"eco": True}, patch
+    assert patch["$version"] == twin["desired"]["$version"] + 1, (patch, twin["desired"])
+    desired = client.get_twin()["desired"]
+    assert desired["interval_s"] == 7 and desired["$version"] == patch["$version"]
+    assert patches.empty(), "one service update, one patch"
+
+
+async def test_aio_twin_get_patch_reported_and_desired(device: Any, iothub_service: Any) -> None:
+    device_id, client = device("aio")
+    await client.connect()
+    patches: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+
+    async def on_patch(patch: dict[str, Any]) -> None:  # the SDK runs handlers on a loop of its own
+        loop.call_soon_threadsafe(patches.put_nowait, patch)
+
+    client.on_twin_desired_properties_patch_received = on_patch
+
+    twin = await client.get_twin()
+    _check_twin_shape(twin)
+    reported = {"firmware": "2.1.0", "telemetry": {"interval_s": 5}}
+    await client.patch_twin_reported_properties(reported)
+    after = await client.get_twin()
+    assert {k: after["reported"][k] for k in reported} == reported, after
+    assert after["reported"]["$version"] == twin["reported"]["$version"] + 1
+    service_twin = await asyncio.to_thread(iothub_service.get_twin, device_id)
+    assert {k: service_twin.properties.reported[k] for k in reported} == reported
+
+    t0 = time.perf_counter()
+    await asyncio.to_thread(_desired_from_service, iothub_service, device_id, {"interval_s": 9})
+    patch = await asyncio.wait_for(patches.get(), TWIN_BOUND_S)
+    LOG.warning("aio desired patch: service update -> handler in %.3f s", time.perf_counter() - t0)
+    assert patch["interval_s"] == 9 and patch["$version"] == twin["desired"]["$version"] + 1, patch
+    desired = (await client.get_twin())["desired"]
+    assert desired["interval_s"] == 9 and desired["$version"] == patch["$version"]
+    assert patches.empty(), "one service update, one patch"
