@@ -6,9 +6,10 @@ users call them, against the hub (the plugin's ``iothub`` fixture: our emulator 
   Event Hubs-compatible endpoint with the official azure-eventhub consumer (one per partition), from where
   every partition ended before the case, and asserts that all N arrive, each exactly once (the partitions
   are read to their end), in send order, on one partition, within ``TELEMETRY_BOUND_S`` counted from the
-  first ``send_message`` to the N-th event read back. Concurrent calls have no order among themselves (the
-  SDK publishes the calls of one ``gather`` in an order of its own: seen on the wire, i.e. in the stored
-  order, as 0..9, 12, 10, ...), so ``gather`` asserts the order between chunks.
+  first ``send_message`` to the N-th event read back. Concurrent calls have no order among themselves: the
+  aio client hands each call to its pipeline through ``loop.run_in_executor`` (``async_adapter.
+  emulate_async``), so one ``gather``'s calls reach the wire in thread-pool order (seen stored as 0..9, 12,
+  10, ...; the hub appends in wire order), and ``gather`` asserts the order between chunks.
 - Twin: ``get_twin``; ``patch_twin_reported_properties`` visible in the next ``get_twin`` and on the service
   side (``iothub_service``, azure-iot-hub's registry manager); a desired patch made on the service side
   arrives once through ``on_twin_desired_properties_patch_received`` and shows in the next ``get_twin``.
