@@ -55,6 +55,26 @@ def _two_hosts() -> list[str]:
     return hosts
 
 
+def _endpoints(info: dict) -> dict[str, tuple[str | None, int | None]]:
+    """(host, port) of every listening service the JSON line names."""
+    eh = urlsplit(info["eventhubs_connection_string"].split(";")[0].removeprefix("Endpoint="))
+    service = urlsplit(
+        "//" + info["iothub_service_connection_string"].split(";")[0].removeprefix("HostName=")
+    )
+    admin = urlsplit(info["iothub_admin_url"])
+    found = {
+        "eventhubs": (eh.hostname, eh.port),
+        "iothub": (info["iothub_gateway_host"], info["iothub_port"]),
+        "iothub_service": (service.hostname, service.port),
+        "admin": (admin.hostname, admin.port),
+    }
+    if "storage_connection_string" in info:
+        fields = dict(f.split("=", 1) for f in info["storage_connection_string"].split(";") if "=" in f)
+        blob = urlsplit(fields["BlobEndpoint"])
+        found["azurite"] = (blob.hostname, blob.port)
+    return found
+
+
 def _send(info: dict, tag: str) -> set[str]:
     """N QoS 1 messages from one device of this stack; returns their message ids (all PUBACKed = durable)."""
     from azure.iot.device import IoTHubDeviceClient, Message
@@ -129,6 +149,11 @@ def test_two_stacks_on_two_hosts_with_default_ports(stacks: list[HarnessUp]) -> 
         infos.append(up.start())
 
     for host, info in zip(hosts, infos, strict=True):
+        endpoints = _endpoints(info)
+        assert ("azurite" in endpoints) == (azurite_missing() is None), sorted(info)
+        for name, (h, port) in endpoints.items():  # named on this host, and really bound there
+            assert h == host and port, (name, h, port, info)
+            assert not _free_on(host, (port,)), f"{name}: nothing listens on {host}:{port}"
         assert info["iothub_gateway_host"] == host
         assert info["eventhubs_connection_string"].startswith(f"Endpoint=sb://{host}:5672;"), info
         assert info["iothub_eventhub_connection_string"].startswith(f"Endpoint=sb://{host}:5672;")
@@ -155,8 +180,9 @@ def test_two_stacks_on_two_hosts_with_default_ports(stacks: list[HarnessUp]) -> 
 
     codes = [up.stop() for up in stacks]
     assert codes == [0, 0], [up.log_tail() for up in stacks]
-    for host in hosts:
-        assert _free_on(host, DEFAULT_PORTS), f"{host} still holds a default port after exit"
+    for host, info in zip(hosts, infos, strict=True):
+        for name, (_, port) in _endpoints(info).items():
+            assert _free_on(host, (port,)), f"{name} still holds {host}:{port} after exit"
 
 
 def test_a_busy_port_on_the_host_is_named_with_the_flag_to_change_it() -> None:
@@ -165,6 +191,7 @@ def test_a_busy_port_on_the_host_is_named_with_the_flag_to_change_it() -> None:
         pytest.skip(missing)
     host = _two_hosts()[1]
     blocker = socket.socket()
+    blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past TIME_WAIT of an earlier test
     blocker.bind((host, 5672))
     blocker.listen()
     try:
