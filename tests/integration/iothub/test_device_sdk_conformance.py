@@ -507,7 +507,7 @@ def _check_reconnect(
     every message once. ``raced``: calls that raised NoConnectionError. That is the SDK's race, not the
     hub's: a send issued after paho saw the socket close but before the SDK's pipeline did gets paho's
     MQTT_ERR_NO_CONN, which the SDK raises, although paho keeps the message and sends it after the
-    reconnect (seen here in about 1 run of 4 with the sync client, for the first 1-5 sends; not seen with
+    reconnect (seen here in about 1 run of 4 with the sync client, for the first 1 to 9 sends; not seen with
     aio). So only sends right after the drop may hit it, and their messages must still arrive, once: a
     caller who retried them would make the duplicate."""
     assert raced == list(range(M, M + len(raced))), f"sends {raced} failed, not only the ones after the drop"
