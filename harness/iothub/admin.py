@@ -175,8 +175,7 @@ class AdminServer:
 
     async def delete_device(self, request: web.Request) -> web.Response:
         device_id = request.match_info["id"]
-        self.hub.registry.delete(device_id)
-        self.hub.disconnect(device_id)
+        self.hub.delete_device(device_id)
         return web.Response(status=204)
 
     async def get_twin(self, request: web.Request) -> web.Response:
