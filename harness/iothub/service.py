@@ -62,6 +62,23 @@ METHOD_TIMEOUT_MIN_S, METHOD_TIMEOUT_MAX_S, METHOD_TIMEOUT_DEFAULT_S = 1, 300, 3
 _CODES = {DeviceNotFound: ("DeviceNotFound", 404001), DeviceExists: ("DeviceAlreadyExists", 409001)}
 
 
+def method_timeouts(body: dict[str, Any]) -> tuple[float, float]:
+    """(responseTimeoutInSeconds, connectTimeoutInSeconds) of a method request, defaulted and bounded."""
+    timeout = body.get("responseTimeoutInSeconds") or METHOD_TIMEOUT_DEFAULT_S
+    connect_timeout = body.get("connectTimeoutInSeconds") or 0
+    for label, value, low in (
+        ("responseTimeoutInSeconds", timeout, METHOD_TIMEOUT_MIN_S),
+        ("connectTimeoutInSeconds", connect_timeout, 0),
+    ):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not low <= value <= METHOD_TIMEOUT_MAX_S
+        ):
+            raise ServiceError(f"{label} must be {low}..{METHOD_TIMEOUT_MAX_S}, not {value!r}")
+    return float(timeout), float(connect_timeout)
+
+
 def _iso(t: float | None) -> str | None:
     if t is None:
         return None
@@ -351,16 +368,9 @@ class ServiceServer:
         name = body.get("methodName")
         if not isinstance(name, str) or not name:
             raise ServiceError("methodName is required")
-        timeout = body.get("responseTimeoutInSeconds") or METHOD_TIMEOUT_DEFAULT_S
-        connect_timeout = body.get("connectTimeoutInSeconds") or 0
-        for label, value, low in (
-            ("responseTimeoutInSeconds", timeout, METHOD_TIMEOUT_MIN_S),
-            ("connectTimeoutInSeconds", connect_timeout, 0),
-        ):
-            if not isinstance(value, int | float) or not low <= value <= METHOD_TIMEOUT_MAX_S:
-                raise ServiceError(f"{label} must be {low}..{METHOD_TIMEOUT_MAX_S}, not {value!r}")
+        timeout, connect_timeout = method_timeouts(body)
         status, payload = await self.hub.invoke_method(
-            device_id, name, body.get("payload"), float(timeout), float(connect_timeout)
+            device_id, name, body.get("payload"), timeout, connect_timeout
         )
         return _json({"status": status, "payload": payload})
 

@@ -519,6 +519,10 @@ class C2DQueues:
             out.append(msg)
         return out
 
+    def peek(self, device_id: str) -> list[C2DMessage]:
+        """The device's queue, oldest first, without side effects."""
+        return list(self._queues.get(device_id, ()))
+
     def complete(self, msg: C2DMessage) -> None:
         q = self._queues.get(msg.device_id)
         if q is not None and msg in q:
