@@ -5,7 +5,9 @@ redelivery rule is checked on the wire with the raw MQTT client (the SDK acknowl
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -213,3 +215,65 @@ def test_c2d_through_the_plugin_fixtures(iothub: Any, iothub_service: Any) -> No
         assert msg.data == b"via the fixture" and msg.custom_properties == {"from": "fixture"}
     finally:
         client.shutdown()
+
+
+def _uamqp_auth(hub: IotHubEmulator, token: str) -> Any:
+    """uamqp's own CBS auth (public API), as azure-iot-hub builds it, with a token of our choosing."""
+    from azure.core.credentials import AccessToken
+
+    host = hub.service_hostname
+    cbs = uamqp.authentication.JWTTokenAuth(
+        audience=f"https://{host}",
+        uri=f"https://{host}",
+        get_token=lambda: AccessToken(token, int(time.time()) + 3600),
+        token_type=b"servicebus.windows.net:sastoken",
+    )
+    cbs.update_token()
+    return cbs
+
+
+def _send_raw(hub: IotHubEmulator, token: str, to: str, body: bytes = b"x") -> Any:
+    client = uamqp.SendClient(
+        f"amqps://{hub.service_hostname}/messages/devicebound", auth=_uamqp_auth(hub, token)
+    )
+    props = uamqp.message.MessageProperties()
+    props.to = to
+    client.queue_message(uamqp.Message(body, properties=props))
+    try:
+        return client.send_all_messages(close_on_done=True)
+    finally:
+        client.close()
+
+
+def test_c2d_wire_refusals(hub: IotHubEmulator, caplog: pytest.LogCaptureFixture) -> None:
+    """What the SDK cannot produce, sent with uamqp itself: a device-scoped token, a wrong ``to``, a message
+    over 64 KB, and the feedback receiver the emulator does not serve."""
+    dev = hub.registry.create("c2d-wire")
+    host = hub.service_hostname
+    good = auth.generate_sas_token(host, hub.registry.policies["iothubowner"], policy="iothubowner")
+    to = "/devices/c2d-wire/messages/devicebound"
+    device_token = auth.generate_sas_token(f"{hub.hostname}/devices/c2d-wire", dev.primary_key)
+    weak = auth.generate_sas_token(host, hub.registry.policies["registryRead"], policy="registryRead")
+    caplog.set_level(logging.INFO, logger="enginehub.harness.iothub.amqps")
+    for token, why in ((device_token, "device-scoped token"), (weak, "lacks ServiceConnect")):
+        failures = hub.metrics.service_auth_failures
+        with pytest.raises(uamqp.errors.AuthenticationException):  # put-token 401; uamqp sometimes
+            _send_raw(hub, token, to)  # garbles the description it read (its bug), so the hub's log says why
+        assert hub.metrics.service_auth_failures > failures
+        assert why in caplog.text
+    failed = [uamqp.constants.MessageState.SendFailed]
+    rejected = hub.metrics.c2d_rejected
+    assert _send_raw(hub, good, "/devices/c2d-wire/messages/events") == failed
+    assert hub.metrics.c2d_rejected == rejected + 1
+    assert _send_raw(hub, good, to, b"x" * (64 * 1024 + 1)) == failed
+    assert hub.c2d.depth("c2d-wire") == 0
+    assert _send_raw(hub, good, to, b"x" * 60000) == [uamqp.constants.MessageState.SendComplete]
+    assert hub.c2d.depth("c2d-wire") == 1
+    feedback = uamqp.ReceiveClient(
+        f"amqps://{host}/messages/servicebound/feedback", auth=_uamqp_auth(hub, good)
+    )
+    try:
+        with pytest.raises(uamqp.errors.LinkDetach, match="not supported by the enginehub emulator"):
+            feedback.receive_message_batch(max_batch_size=1, timeout=3000)
+    finally:
+        feedback.close()
