@@ -174,3 +174,26 @@ def test_device_and_twin_take_json_too(served: dict[str, Any], device: Any) -> N
     version = _ok(served, "twin", "desired", "cli-dev", '{"sendIntervalS": 0.5}')["version"]
     twin = _ok(served, "twin", "show", "cli-dev")
     assert twin["desired"]["sendIntervalS"] == 0.5 and twin["desired"]["$version"] == version
+
+
+def test_sdk_send_c2d_to_the_served_process(
+    served: dict[str, Any], device: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The contract path: azure-iot-hub with iothub_service_connection_string and a trust bundle holding
+    ca_cert (REQUESTS_CA_BUNDLE for REST, SSL_CERT_FILE for uamqp) reaches the process's C2D endpoint."""
+    pytest.importorskip("uamqp", reason="uamqp (azure-iot-hub's C2D transport) is not installed")
+    import certifi
+    from azure.iot.hub import IoTHubRegistryManager
+
+    _, got = device
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_text(Path(certifi.where()).read_text() + Path(served["ca_cert"]).read_text())
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    rm = IoTHubRegistryManager.from_connection_string(served["iothub_service_connection_string"])
+    try:
+        rm.send_c2d_message("cli-dev", "from the service SDK", {"via": "uamqp"})
+    finally:
+        rm.amqp_svc_client.disconnect_sync()
+    msg = got.get(timeout=10)
+    assert msg.data == b"from the service SDK" and msg.custom_properties == {"via": "uamqp"}
