@@ -30,10 +30,11 @@ EPILOG = """\
 JSON keys: eventhubs_connection_string, eventhub_name, iothub_eventhub_connection_string, iothub_hostname,
 iothub_gateway_host, iothub_connection_string, device_group_key, ca_cert, storage_connection_string and
 checkpoint_container (only when Azurite runs); extras: iothub_service_connection_string, iothub_admin_url,
-iothub_port, eventhubs_port, data_dir.
+iothub_port, eventhubs_port, data_dir, iothub_c2d_endpoint (when <host>:5671 could be bound).
 
 The service SDK (azure-iot-hub) reaches the hub with iothub_service_connection_string
-(HostName=<gateway host>:<service port>) and REQUESTS_CA_BUNDLE=<ca_cert>.
+(HostName=<gateway host>:<service port>) and REQUESTS_CA_BUNDLE=<ca_cert>; its send_c2d_message (uamqp,
+always <host>:5671) trusts the hub with SSL_CERT_FILE=<a bundle holding ca_cert>.
 
 Devices connect with HostName=<iothub_hostname>;DeviceId=<id>;SharedAccessKey=<key>;
 GatewayHostName=<iothub_gateway_host> and server_verification_cert=<contents of ca_cert>; any device id
@@ -214,6 +215,8 @@ async def run_stack(args: argparse.Namespace, *, azurite: bool) -> int:
                 "data_dir": str(data_dir),
             }
         )
+        if stack.iothub.amqp_port is not None:  # cloud-to-device: uamqp always dials <host>:5671
+            info["iothub_c2d_endpoint"] = f"amqps://{stack.iothub.host}:{stack.iothub.amqp_port}"
         if args.json:
             sys.stdout.write(json.dumps(info) + "\n")
         else:
