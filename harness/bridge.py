@@ -202,6 +202,7 @@ class LocalIotHub:
         from enginehub.harness.iothub.server import IotHubEmulator
 
         self.eventhub_name = hub_name
+        self.failed_component: str | None = None
         root = Path(data_dir) if data_dir else None
         self.eventhubs = EventHubsEmulator(
             EmulatorConfig.simple(hubs=[hub_name], partitions=partitions),
@@ -220,12 +221,20 @@ class LocalIotHub:
         )
 
     async def start(self) -> LocalIotHub:
+        """Bind the Event Hubs emulator, then the IoT Hub (MQTT, then its service API). When a bind fails,
+        ``failed_component`` names which one ("eventhubs", "iothub" or "iothub_service") and the OSError
+        propagates unchanged; whatever had started is stopped again."""
+        self.failed_component = "eventhubs"
         await self.eventhubs.start()
+        self.failed_component = "iothub"
         try:
             await self.iothub.start()
         except BaseException:
+            if getattr(self.iothub, "_server", None) is not None:
+                self.failed_component = "iothub_service"  # MQTT bound; the service API did not
             await self.eventhubs.stop()
             raise
+        self.failed_component = None
         return self
 
     async def stop(self) -> None:

@@ -11,11 +11,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import signal
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +30,11 @@ EPILOG = """\
 JSON keys: eventhubs_connection_string, eventhub_name, iothub_eventhub_connection_string, iothub_hostname,
 iothub_gateway_host, iothub_connection_string, device_group_key, ca_cert, storage_connection_string and
 checkpoint_container (only when Azurite runs); extras: iothub_service_connection_string, iothub_admin_url,
-iothub_port, eventhubs_port, data_dir.
+iothub_port, eventhubs_port, data_dir, iothub_c2d_endpoint (when <host>:5671 could be bound).
 
 The service SDK (azure-iot-hub) reaches the hub with iothub_service_connection_string
-(HostName=<gateway host>:<service port>) and REQUESTS_CA_BUNDLE=<ca_cert>.
+(HostName=<gateway host>:<service port>) and REQUESTS_CA_BUNDLE=<ca_cert>; its send_c2d_message (uamqp,
+always <host>:5671) trusts the hub with SSL_CERT_FILE=<a bundle holding ca_cert>.
 
 Devices connect with HostName=<iothub_hostname>;DeviceId=<id>;SharedAccessKey=<key>;
 GatewayHostName=<iothub_gateway_host> and server_verification_cert=<contents of ca_cert>; any device id
@@ -52,8 +55,9 @@ def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--host",
         default="127.0.0.1",
-        help="IoT Hub bind address, port 8883 (fixed by the SDK); use 127.0.0.x to run "
-        "several hubs side by side (default 127.0.0.1)",
+        help="bind address of the whole stack (IoT Hub MQTT on 8883, fixed by the SDK, its service API, "
+        "Event Hubs, the admin API, Azurite); use 127.0.0.x to run several stacks side by side "
+        "(default 127.0.0.1)",
     )
     parser.add_argument(
         "--hub-name",
@@ -72,7 +76,7 @@ def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
         "--admin-port",
         type=int,
         default=0,
-        help="IoT Hub admin HTTP API port on 127.0.0.1; 0 picks a free port (default)",
+        help="IoT Hub admin HTTP API port on --host; 0 picks a free port (default)",
     )
     parser.add_argument("--log-level", default="WARNING", help="log level on stderr (default WARNING)")
 
@@ -87,6 +91,43 @@ def _validate(args: argparse.Namespace) -> str | None:
     except ValueError:
         return f"--host must be an IP address (127.0.0.x), not {args.host!r}"
     return None
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One listening socket of the stack: what it is, where it binds (port 0 = a free port) and the option
+    that moves it (None: only --host does)."""
+
+    what: str
+    host: str
+    port: int
+    flag: str | None = None
+
+
+def plan_endpoints(args: argparse.Namespace) -> dict[str, Endpoint]:
+    """Every socket ``harness up`` binds, all on ``--host``: a second stack on another 127.0.0.x never
+    collides with the first, whatever the ports."""
+    host = args.host
+    return {
+        "eventhubs": Endpoint("Event Hubs AMQP", host, args.eventhubs_port, "--eventhubs-port"),
+        "iothub": Endpoint("IoT Hub MQTT/TLS (devices dial 8883, fixed by the SDK)", host, args.iothub_port),
+        "iothub_service": Endpoint("IoT Hub service API (HTTPS)", host, 0),
+        "admin": Endpoint("IoT Hub admin API", host, args.admin_port, "--admin-port"),
+        "azurite": Endpoint("Azurite blob", host, 0),
+    }
+
+
+def bind_error_message(endpoint: Endpoint, exc: OSError) -> str:
+    """The error line for a socket that cannot be bound: the address, the service and the way out."""
+    where = f"{endpoint.host}:{endpoint.port}" if endpoint.port else f"a free port on {endpoint.host}"
+    if exc.errno == errno.EADDRINUSE:
+        way_out = "run this stack on another --host 127.0.0.x"
+        if endpoint.flag is not None:
+            way_out = f"pass {endpoint.flag} 0 (a free port) or another port, or {way_out}"
+        return f"{where} is already in use ({endpoint.what}): {way_out}"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"cannot bind {where} ({endpoint.what}): {endpoint.host} is not an address of this machine"
+    return f"cannot bind {where} ({endpoint.what}): {exc.strerror or exc}"
 
 
 async def run_stack(args: argparse.Namespace, *, azurite: bool) -> int:
@@ -105,15 +146,17 @@ async def run_stack(args: argparse.Namespace, *, azurite: bool) -> int:
     else:
         tmp = tempfile.TemporaryDirectory(prefix="enginehub-up-")
         data_dir = Path(tmp.name)
+    plan = plan_endpoints(args)
     stack = LocalIotHub(
         hub_name=args.hub_name,
         partitions=args.partitions,
-        host=args.host,
-        iothub_port=args.iothub_port,
-        eventhubs_port=args.eventhubs_port,
+        host=plan["iothub"].host,
+        iothub_port=plan["iothub"].port,
+        eventhubs_host=plan["eventhubs"].host,
+        eventhubs_port=plan["eventhubs"].port,
         data_dir=str(data_dir),
     )
-    admin = AdminServer(stack.iothub, port=args.admin_port)
+    admin = AdminServer(stack.iothub, host=plan["admin"].host, port=plan["admin"].port)
     az = None
     started = []
     try:
@@ -123,7 +166,9 @@ async def run_stack(args: argparse.Namespace, *, azurite: bool) -> int:
             await admin.start()
             started.append(admin)
         except OSError as exc:
-            print(f"harness: cannot start the local stack: {exc}", file=sys.stderr)  # noqa: T201
+            failed = plan["admin"] if started else plan[stack.failed_component or "iothub"]
+            message = bind_error_message(failed, exc)
+            print(f"harness: cannot start the local stack: {message}", file=sys.stderr)  # noqa: T201
             return 1
         info: dict[str, Any] = {
             "eventhubs_connection_string": stack.eventhubs.connection_string,
@@ -149,7 +194,11 @@ async def run_stack(args: argparse.Namespace, *, azurite: bool) -> int:
                     file=sys.stderr,
                 )
             else:
-                az = AzuriteServer(location=data_dir / "azurite" if args.data_dir else None)
+                az = AzuriteServer(
+                    host=plan["azurite"].host,
+                    port=plan["azurite"].port,
+                    location=data_dir / "azurite" if args.data_dir else None,
+                )
                 try:
                     await asyncio.to_thread(az.start)
                     await asyncio.to_thread(az.create_container, CHECKPOINT_CONTAINER)
@@ -166,6 +215,8 @@ async def run_stack(args: argparse.Namespace, *, azurite: bool) -> int:
                 "data_dir": str(data_dir),
             }
         )
+        if stack.iothub.amqp_port is not None:  # cloud-to-device: uamqp always dials <host>:5671
+            info["iothub_c2d_endpoint"] = f"amqps://{stack.iothub.host}:{stack.iothub.amqp_port}"
         if args.json:
             sys.stdout.write(json.dumps(info) + "\n")
         else:

@@ -35,7 +35,8 @@ delivery: a batch is checkpointed only after the sink confirmed every row (or de
 sink is down the consumer retries with backoff and stops pulling; rows are keyed by message id, else
 (partition, sequence number), so redelivery never duplicates a row.
 
-SIGTERM/SIGINT: finish the batches in flight, write, checkpoint, release ownership, exit 0.
+SIGTERM/SIGINT (to the node or to its whole process group): finish the batches in flight, write,
+checkpoint, release ownership, exit 0.
 exit codes: 0 ok, 1 runtime failure, 2 bad arguments/config, 3 stopped with an unconfirmed batch
 (not checkpointed, so nothing lost).
 

@@ -21,6 +21,12 @@ is our own child process on the same interpreter, so nothing here is read from a
 - worker -> parent: ``("ready",)`` or ``("error", kind, message)`` after opening the sink;
   ``("metrics", {...})`` counter snapshots; ``("done", id, confirmed)`` per batch.
 
+Signals: the worker ignores SIGINT and SIGTERM, which reach it with its parent when they are sent to the
+process group (Ctrl-C, systemd's KillMode=control-group, ``timeout``): the parent drains, then closes the
+socket, and the worker stops on that EOF, so a stop by the group ends as a stop by the parent's pid does
+(exit 0, everything written checkpointed). It dies with its parent (``PR_SET_PDEATHSIG`` = SIGKILL), so a
+``kill -9`` of the node leaves no worker behind; what it had not confirmed is not checkpointed.
+
 Batches queued while a write is in progress are written together in the next transaction (group commit,
 as the in-process writer does). If the worker dies, every batch in flight is reported unconfirmed and the
 consumer stops with exit code 1: nothing is checkpointed past an unwritten event.
@@ -32,6 +38,7 @@ import asyncio
 import datetime as dt
 import logging
 import marshal
+import os
 import pickle
 import signal
 import socket
@@ -43,6 +50,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from enginehub.harness.procutil import die_with_parent, ignore_stop_signals, stop_signals_blocked
 from enginehub.ingest.eventloop import DEFAULT_LOOP, EVENT_LOOPS, run
 from enginehub.ingest.metrics import Metrics
 from enginehub.ingest.model import DeadLetter, EventRecord, SinkConfigError, SinkUnavailableError
@@ -259,19 +267,22 @@ class SinkWorker:
     async def start(self, timeout: float = 60.0) -> None:
         parent, child = socket.socketpair()
         try:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "enginehub.ingest.worker",
-                    "--fd",
-                    str(child.fileno()),
-                    "--event-loop",
-                    self.spec.event_loop,
-                ],
-                pass_fds=(child.fileno(),),
-                stdin=subprocess.DEVNULL,
-            )
+            with stop_signals_blocked():  # until the worker ignores them (see main)
+                self.process = subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "enginehub.ingest.worker",
+                        "--fd",
+                        str(child.fileno()),
+                        "--event-loop",
+                        self.spec.event_loop,
+                        "--parent-pid",
+                        str(os.getpid()),
+                    ],
+                    pass_fds=(child.fileno(),),
+                    stdin=subprocess.DEVNULL,
+                )
         finally:
             child.close()
         reader, self._writer = await asyncio.open_unix_connection(sock=parent)
@@ -481,8 +492,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="ingest sink worker (started by `ingest`, not by hand)")
     parser.add_argument("--fd", type=int, required=True, help="the socket inherited from the parent")
     parser.add_argument("--event-loop", choices=EVENT_LOOPS, default=DEFAULT_LOOP)
+    parser.add_argument("--parent-pid", type=int, help="the node's pid: exit at once if it is gone already")
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group: the parent drives the stop
+    # the parent drives the stop (EOF on the socket, after its drain): Ctrl-C and a SIGTERM to the whole
+    # process group (systemd, `timeout`, job control) reach us too and must not end us half-way; and if
+    # the parent is killed, the kernel kills us (we ignore SIGTERM, so SIGKILL)
+    ignore_stop_signals()
+    die_with_parent(signal.SIGKILL, args.parent_pid)
     from enginehub.ingest.consumer import tune_gc
 
     tune_gc()

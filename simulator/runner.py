@@ -8,7 +8,9 @@ for up to ``drain_timeout`` seconds. A ``DeviceError`` (credentials refused, hub
 run and is kept in ``fatal``.
 
 ``run_workers`` spreads the devices over K processes (``spawn``), each with its share of the rate, and
-sums their counters; the parent handles Ctrl-C and tells the workers to drain.
+sums their counters; the parent handles Ctrl-C and SIGTERM and tells the workers to drain. Sent to the
+process group they reach the workers too: a worker ignores SIGINT and takes SIGTERM as the same request
+to drain, so both end as a stop by the parent's pid does; a worker dies with its parent (SIGKILL).
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ import multiprocessing as mp
 import queue as queue_mod
 import random
 import signal
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from enginehub.harness.procutil import die_with_parent, stop_signals_blocked, unblock_stop_signals
 from enginehub.simulator.clock import Clock, SystemClock
 from enginehub.simulator.commands import Commander
 from enginehub.simulator.credentials import DeviceCredentials
@@ -347,7 +351,16 @@ def worker_configs(cfg: FleetConfig, workers: int) -> list[FleetConfig]:
 
 
 def _worker_main(index: int, cfg: FleetConfig, out: mp.Queue, stop: mp.Event, log_level: int) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent turns Ctrl-C into `stop`
+    # Ctrl-C reaches the whole group: the parent turns it into `stop`. SIGTERM (to the group, or to us:
+    # multiprocessing's exit handler terminates daemon workers, then joins them without a timeout) is
+    # the same request: drain, report, exit. If the parent is killed the kernel kills us (SIGKILL: we
+    # would drain into a queue nobody reads): no fleet left sending.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    terminated = threading.Event()
+    signal.signal(signal.SIGTERM, lambda _sig, _frame: terminated.set())
+    unblock_stop_signals()  # blocked by the parent until now (WorkerPool.start)
+    parent = mp.parent_process()
+    die_with_parent(signal.SIGKILL, parent.pid if parent is not None else None)
     logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
     from enginehub.simulator.device import quiet_sdk_logging
     from enginehub.simulator.sources import load_source
@@ -366,7 +379,7 @@ def _worker_main(index: int, cfg: FleetConfig, out: mp.Queue, stop: mp.Event, lo
 
         async def report() -> None:
             while True:
-                flag["stop"] = stop.is_set()
+                flag["stop"] = stop.is_set() or terminated.is_set()
                 out.put(("stats", index, replace(runner.stats), None, None, runner.elapsed))
                 await asyncio.sleep(0.25)
 
@@ -399,8 +412,9 @@ class WorkerPool:
         ]
 
     def start(self) -> None:
-        for p in self.procs:
-            p.start()
+        with stop_signals_blocked():  # a group signal while a worker starts waits for its handlers
+            for p in self.procs:
+                p.start()
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -436,5 +450,5 @@ class WorkerPool:
         for p in self.procs:
             p.join(timeout)
             if p.is_alive():
-                p.terminate()
+                p.kill()  # SIGTERM would only start a drain (see _worker_main)
                 p.join(2)

@@ -10,6 +10,9 @@ Both are started through their public contracts (docs/architecture.md), as child
 Child processes rather than threads in this process: the SDK clients already use most of one core
 (~1 ms CPU per message), so the emulators and the consumer get the other core instead of sharing the
 GIL. Stopping sends SIGTERM (the consumer finishes its batch and checkpoints) and waits, then kills.
+Each child runs in its own session (a signal to our process group does not reach it: we stop them in
+order) and gets SIGTERM from the kernel if we die (``PR_SET_PDEATHSIG``), so ``kill -9`` of ``simulate``
+leaves no stack or consumer behind.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from enginehub.harness.procutil import pdeathsig_preexec
 from enginehub.simulator.net import free_loopback_host
 
 LOG = logging.getLogger(__name__)
@@ -135,6 +139,7 @@ class SelfHost:
                 stderr=log,
                 env=env,
                 start_new_session=True,  # Ctrl-C reaches us only; we stop the children in order
+                preexec_fn=pdeathsig_preexec(signal.SIGTERM),  # and if we are killed, they stop
             )  # fmt: skip
         finally:
             log.close()

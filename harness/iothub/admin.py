@@ -9,25 +9,36 @@
     DELETE /devices/{id}                204; disconnects the device
     GET    /devices/{id}/twin           the twin document
     PATCH  /devices/{id}/twin/desired   desired-properties patch, pushed to the device -> {"version": n}
+    POST   /devices/{id}/methods/{name} direct method: {"payload"?, "responseTimeoutInSeconds"?,
+                                        "connectTimeoutInSeconds"?} -> {"status", "payload"}; 404 when
+                                        the device is not online, 504 when it does not answer in time
+    POST   /devices/{id}/messages       queue a cloud-to-device message: {"body": str, "properties"?: {k: v},
+                                        "messageId"?, "correlationId"?, "contentType"?, "contentEncoding"?,
+                                        "ttlSeconds"?} -> 201 {"messageId", "queued", "sentToDevice"}
+    GET    /devices/{id}/messages       the device's C2D queue (peek: nothing is delivered or removed)
     GET    /faults                      fault switches
     PATCH  /faults                      update fault switches (see state.Faults); unknown names -> 400
     DELETE /faults                      reset all faults
     POST   /disconnect-all              drop every device connection (restart storm) -> {"disconnected": n}
     GET    /metrics                     hub and per-device counters
 
-Errors are ``{"error": "..."}`` with 400 (bad input), 404 (no such device) or 409 (exists).
+Errors are ``{"error": "..."}`` with 400 (bad input), 404 (no such device, device not online), 403 (C2D queue
+full), 409 (exists) or 504 (method timeout).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import uuid
 from typing import Any
 
 from aiohttp import web
 
 from enginehub.harness.iothub.errors import AuthError, RegistryError
 from enginehub.harness.iothub.server import IotHubEmulator
+from enginehub.harness.iothub.service import method_timeouts
+from enginehub.harness.iothub.state import C2DMessage
 
 LOG = logging.getLogger(__name__)
 
@@ -84,6 +95,9 @@ class AdminServer:
         r.add_delete("/devices/{id}", self.delete_device)
         r.add_get("/devices/{id}/twin", self.get_twin)
         r.add_patch("/devices/{id}/twin/desired", self.patch_desired)
+        r.add_post("/devices/{id}/methods/{name}", self.invoke_method)
+        r.add_post("/devices/{id}/messages", self.send_c2d)
+        r.add_get("/devices/{id}/messages", self.peek_c2d)
         r.add_get("/faults", self.get_faults)
         r.add_patch("/faults", self.patch_faults)
         r.add_delete("/faults", self.reset_faults)
@@ -175,8 +189,7 @@ class AdminServer:
 
     async def delete_device(self, request: web.Request) -> web.Response:
         device_id = request.match_info["id"]
-        self.hub.registry.delete(device_id)
-        self.hub.disconnect(device_id)
+        self.hub.delete_device(device_id)
         return web.Response(status=204)
 
     async def get_twin(self, request: web.Request) -> web.Response:
@@ -186,6 +199,86 @@ class AdminServer:
         body = await _body(request, required=True)
         version = self.hub.push_desired(request.match_info["id"], body)
         return _json({"version": version})
+
+    async def invoke_method(self, request: web.Request) -> web.Response:
+        body = await _body(request)
+        unknown = set(body) - {"payload", "responseTimeoutInSeconds", "connectTimeoutInSeconds"}
+        if unknown:
+            raise RegistryError(
+                f"unknown field(s) {sorted(unknown)}; known: payload, responseTimeoutInSeconds, "
+                "connectTimeoutInSeconds"
+            )
+        timeout, connect_timeout = method_timeouts(body)
+        status, payload = await self.hub.invoke_method(
+            request.match_info["id"],
+            request.match_info["name"],
+            body.get("payload"),
+            timeout,
+            connect_timeout,
+        )
+        return _json({"status": status, "payload": payload})
+
+    async def send_c2d(self, request: web.Request) -> web.Response:
+        body = await _body(request, required=True)
+        known = {
+            "body",
+            "properties",
+            "messageId",
+            "correlationId",
+            "contentType",
+            "contentEncoding",
+            "ttlSeconds",
+        }
+        unknown = set(body) - known
+        if unknown:
+            raise RegistryError(f"unknown field(s) {sorted(unknown)}; known: {', '.join(sorted(known))}")
+        text = body.get("body")
+        if not isinstance(text, str):
+            raise RegistryError("'body' (a string) is required")
+        app = body.get("properties") or {}
+        if not isinstance(app, dict) or not all(
+            isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in app.items()
+        ):
+            raise RegistryError("'properties' must map strings to strings")
+        ttl = body.get("ttlSeconds", self.hub.c2d.default_ttl_s)
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl <= 48 * 3600:
+            raise RegistryError(f"ttlSeconds must be in (0, 172800] (the hub's 48 h), not {ttl!r}")
+        device_id = request.match_info["id"]
+        props = {"$.mid": str(body.get("messageId") or uuid.uuid4())}
+        for key, name in (("correlationId", "$.cid"), ("contentType", "$.ct"), ("contentEncoding", "$.ce")):
+            if body.get(key) is not None:
+                props[name] = str(body[key])
+        props["$.to"] = f"/devices/{device_id}/messages/devicebound"
+        now = self.hub.clock()
+        msg = C2DMessage(device_id, text.encode("utf-8"), props, dict(app), now, now + float(ttl))
+        self.hub.send_c2d(msg)
+        return _json(
+            {
+                "messageId": props["$.mid"],
+                "queued": self.hub.c2d.depth(device_id),
+                "sentToDevice": msg.in_flight or msg not in self.hub.c2d.peek(device_id),
+            },
+            201,
+        )
+
+    async def peek_c2d(self, request: web.Request) -> web.Response:
+        device_id = request.match_info["id"]
+        self.hub.registry.get(device_id)
+        return _json(
+            [
+                {
+                    "messageId": m.properties.get("$.mid"),
+                    "body": m.body.decode("utf-8", "replace"),
+                    "systemProperties": {k: v for k, v in m.properties.items() if k != "$.to"},
+                    "properties": m.application_properties,
+                    "enqueuedTime": m.enqueued_time,
+                    "expiryTime": m.expiry_time,
+                    "deliveryCount": m.delivery_count,
+                    "inFlight": m.in_flight,
+                }
+                for m in self.hub.c2d.peek(device_id)
+            ]
+        )
 
     async def get_faults(self, request: web.Request) -> web.Response:
         return _json(self.hub.faults.to_dict())

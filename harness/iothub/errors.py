@@ -135,3 +135,11 @@ class GatewayTimeout(ServiceError):
     status = 504
     error_code = "GatewayTimeout"
     numeric_code = 504101
+
+
+class QueueDepthExceeded(ServiceError):
+    """A device's cloud-to-device queue is full (the hub keeps at most 50 messages per device)."""
+
+    status = 403
+    error_code = "DeviceMaximumQueueDepthExceeded"
+    numeric_code = 403004

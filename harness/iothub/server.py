@@ -10,9 +10,11 @@ SUBSCRIBE to the IoT Hub filters (granted QoS <= 1, at most 5 per device), a Wil
 token expiry enforcement, fault injection (:class:`~enginehub.harness.iothub.state.Faults`).
 
 Not supported (LIMITATIONS): modules (client id ``device/module`` gets CONNACK 2), X.509 device auth,
-MQTT over WebSockets (port 443), cloud-to-device messages (the subscription is accepted but nothing is
-sent), message routing to endpoints other than the built-in one. Direct methods and the service REST API
-are served (``service.py``, ``invoke_method``).
+MQTT over WebSockets (port 443), message routing to endpoints other than the built-in one. Direct methods
+and the service REST API are served (``service.py``, ``invoke_method``); cloud-to-device messages arrive
+over AMQPS on ``host:5671`` (``amqps.py``), wait in :class:`~enginehub.harness.iothub.state.C2DQueues` and
+are published at the granted QoS on ``devices/{id}/messages/devicebound/{bag}`` once the device is
+connected and subscribed; a QoS 1 delivery completes on its PUBACK (at-least-once, as on the real hub).
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ from enginehub.harness.iothub.errors import (
 from enginehub.harness.iothub.state import (
     AUTH_METHOD_SAS,
     MAX_MESSAGE_BYTES,
+    C2DMessage,
+    C2DQueues,
     Device,
     DeviceMetrics,
     Faults,
@@ -154,6 +158,7 @@ class IotHubEmulator:
         strict: bool = True,
         connect_timeout: float = 30.0,
         service_port: int | None = 0,
+        amqp_port: int | None = 5671,
     ) -> None:
         self.router = router
         self.hostname = hostname
@@ -187,6 +192,10 @@ class IotHubEmulator:
         self.service: Any = None  # the running ServiceServer
         self._methods: dict[str, tuple[str, asyncio.Future[tuple[int, Any]]]] = {}
         self._method_seq = 0
+        self.c2d = C2DQueues(lambda: self.metrics)
+        self.amqp_port = amqp_port  # AMQPS service endpoint for C2D (None: not served or not bound)
+        self._amqps: TlsServer | None = None
+        self._amqp_conns: set[Any] = set()
 
     # --- registry persistence (debounced: a connect storm of new group devices saves once) -----------
 
@@ -253,10 +262,41 @@ class IotHubEmulator:
                 self.state = LifecycleState.STOPPED
                 raise
             self.service_port = self.service.port
+        if self.amqp_port is not None:
+            await self._start_amqps(ctx)
         self.state = LifecycleState.RUNNING
         self.ready.set()
         LOG.info("IoT Hub %s listening on %s:%d (TLS)", self.hostname, self.host, self.port)
         return self
+
+    async def _start_amqps(self, ctx: Any) -> None:
+        from enginehub.harness.amqp.connection import AMQPConnection
+        from enginehub.harness.iothub.amqps import CONTAINER_ID, SASL_MECHANISMS, ServiceAmqpHandler
+
+        assert self.amqp_port is not None
+        try:
+            self._amqps = await start_tls_server(
+                asyncio.get_running_loop(),
+                lambda: AMQPConnection(
+                    ServiceAmqpHandler(self), container_id=CONTAINER_ID, sasl_mechanisms=SASL_MECHANISMS
+                ),
+                self.host,
+                self.amqp_port,
+                ctx,
+                backlog=256,
+            )
+        except OSError as exc:  # C2D off, the rest of the hub still serves
+            LOG.warning(
+                "cloud-to-device endpoint not started: cannot listen on %s:%d (%s); "
+                "send_c2d_message will fail to connect",
+                self.host,
+                self.amqp_port,
+                exc,
+            )
+            self.amqp_port = None
+            return
+        self.amqp_port = self._amqps.sockets[0].getsockname()[1]
+        LOG.info("IoT Hub cloud-to-device endpoint on amqps://%s:%d", self.host, self.amqp_port)
 
     async def wait_is_up(self, timeout: float = 10.0) -> None:
         await asyncio.wait_for(self.ready.wait(), timeout)
@@ -269,6 +309,10 @@ class IotHubEmulator:
             self._server.close()
         if self.service is not None:
             await self.service.stop()
+        if self._amqps is not None:
+            self._amqps.close()
+        for amqp_conn in list(self._amqp_conns):
+            amqp_conn.close(None, None)
         for _, fut in self._methods.values():
             if not fut.done():
                 fut.set_exception(GatewayTimeout("hub stopping"))
@@ -286,6 +330,11 @@ class IotHubEmulator:
                 await asyncio.wait_for(self._server.wait_closed(), 5)
             except TimeoutError:
                 LOG.warning("IoT Hub server did not close within 5 s")
+        if self._amqps is not None:
+            try:
+                await asyncio.wait_for(self._amqps.wait_closed(), 5)
+            except TimeoutError:
+                LOG.warning("IoT Hub AMQPS endpoint did not close within 5 s")
         if self._save_handle is not None:
             self._save_handle.cancel()
             self._save_now()
@@ -390,6 +439,31 @@ class IotHubEmulator:
             body = json.dumps({**patch, "$version": version}, separators=(",", ":")).encode()
             conn.send_to_device(topics.twin_desired_topic(version), body)
         return version
+
+    def send_c2d(self, msg: C2DMessage) -> None:
+        """Queue a cloud-to-device message (DeviceNotFound, QueueDepthExceeded) and deliver what can be."""
+        self.registry.get(msg.device_id)
+        self.c2d.enqueue(msg)
+        LOG.debug("C2D message %s queued for %s", msg.properties.get("$.mid"), msg.device_id)
+        self.deliver_c2d(msg.device_id)
+
+    def deliver_c2d(self, device_id: str) -> int:
+        """Publish the device's queued messages if it is connected and subscribed; returns how many."""
+        conn = self._by_device.get(device_id)
+        if conn is None or conn.c2d_qos() is None:
+            return 0
+        msgs = self.c2d.take(device_id, self.clock())
+        for msg in msgs:
+            conn.send_c2d(msg)
+        return len(msgs)
+
+    def delete_device(self, device_id: str) -> None:
+        """Delete the identity, drop its C2D queue and disconnect it."""
+        self.registry.delete(device_id)
+        dropped = self.c2d.purge(device_id)
+        if dropped:
+            LOG.info("device %s deleted with %d cloud-to-device messages queued", device_id, dropped)
+        self.disconnect(device_id)
 
     def method_subscribed(self, device_id: str) -> bool:
         conn = self._by_device.get(device_id)
@@ -518,6 +592,9 @@ class _Connection(asyncio.Protocol):
         self._telemetry_prefix = "\0"  # "devices/{id}/messages/events" once connected
         self._metrics_of: HubMetrics | None = None
         self._dm: DeviceMetrics | None = None
+        self._c2d_filter = "\0"
+        self._c2d_inflight: dict[int, C2DMessage] = {}
+        self._next_pid = 0
 
     # --- transport callbacks ---------------------------------------------------------------------
 
@@ -580,8 +657,35 @@ class _Connection(asyncio.Protocol):
         self._write(codec.encode(codec.Publish(topic, payload)))
         return True
 
+    def c2d_qos(self) -> int | None:
+        """The QoS granted on this device's C2D filter, None when not subscribed."""
+        return self.session.subscriptions.get(self._c2d_filter) if self.session is not None else None
+
+    def send_c2d(self, msg: C2DMessage) -> None:
+        """Publish one C2D message at the granted QoS; QoS 1 completes on the PUBACK, QoS 0 at once."""
+        qos = self.c2d_qos() or 0
+        topic = topics.c2d_topic(self.device_id, {**msg.application_properties, **msg.properties})
+        if qos == 0 or self.closed:
+            if not self.closed:
+                self._write(codec.encode(codec.Publish(topic, msg.body)))
+                self.hub.c2d.complete(msg)
+            else:
+                self.hub.c2d.abandon(msg)
+            return
+        pid = self._next_pid
+        for _ in range(65535):
+            pid = pid % 65535 + 1
+            if pid not in self._c2d_inflight:
+                break
+        self._next_pid = pid
+        self._c2d_inflight[pid] = msg
+        self._write(codec.encode(codec.Publish(topic, msg.body, 1, pid, dup=msg.delivery_count > 1)))
+
     def _mark_closed(self) -> None:
         self.closed = True
+        for msg in self._c2d_inflight.values():
+            self.hub.c2d.abandon(msg)  # redelivered (DUP) on the next connection
+        self._c2d_inflight.clear()
         for t in self._timers:
             t.cancel()
         self._timers.clear()
@@ -660,7 +764,9 @@ class _Connection(asyncio.Protocol):
                 self.session.subscriptions.pop(f, None)
             self._write(codec.encode(codec.Unsuback(pkt.packet_id)))
         elif isinstance(pkt, codec.Puback):
-            pass  # the hub sends QoS 0 only; tolerate acks
+            msg = self._c2d_inflight.pop(pkt.packet_id, None)  # only C2D goes out at QoS 1
+            if msg is not None:
+                self.hub.c2d.complete(msg)
         elif isinstance(pkt, codec.Disconnect):
             self.clean_disconnect = True
             self.close("client DISCONNECT")
@@ -730,6 +836,7 @@ class _Connection(asyncio.Protocol):
             raise
         self.device_id = pkt.client_id
         self._telemetry_prefix = f"devices/{self.device_id}/messages/events"
+        self._c2d_filter = f"devices/{self.device_id}/messages/devicebound/#"
         self.device = device
         self.token = token
         self.model_id = username.model_id
@@ -752,6 +859,8 @@ class _Connection(asyncio.Protocol):
             self._keepalive_s = min(1.5 * pkt.keepalive, MAX_IDLE_S)  # the hub caps it at 1767 s
             self._timers.append(loop.call_later(self._keepalive_s, self._check_keepalive))
         self._timers.append(loop.call_later(max(0.0, token.se - now), self._token_expired))
+        if session_present:
+            hub.deliver_c2d(self.device_id)  # a kept session keeps its C2D subscription
 
     def _check_keepalive(self) -> None:
         if self.closed:
@@ -792,6 +901,8 @@ class _Connection(asyncio.Protocol):
                 LOG.warning("device %s: subscription to %r refused", self.device_id, filt)
                 codes.append(codec.SUBACK_FAILURE)
         self._write(codec.encode(codec.Suback(pkt.packet_id, tuple(codes))))
+        if self._c2d_filter in subs:
+            self.hub.deliver_c2d(self.device_id)
 
     def _on_publish(self, pkt: codec.Publish) -> None:
         if pkt.qos == 2:

@@ -62,6 +62,23 @@ METHOD_TIMEOUT_MIN_S, METHOD_TIMEOUT_MAX_S, METHOD_TIMEOUT_DEFAULT_S = 1, 300, 3
 _CODES = {DeviceNotFound: ("DeviceNotFound", 404001), DeviceExists: ("DeviceAlreadyExists", 409001)}
 
 
+def method_timeouts(body: dict[str, Any]) -> tuple[float, float]:
+    """(responseTimeoutInSeconds, connectTimeoutInSeconds) of a method request, defaulted and bounded."""
+    timeout = body.get("responseTimeoutInSeconds") or METHOD_TIMEOUT_DEFAULT_S
+    connect_timeout = body.get("connectTimeoutInSeconds") or 0
+    for label, value, low in (
+        ("responseTimeoutInSeconds", timeout, METHOD_TIMEOUT_MIN_S),
+        ("connectTimeoutInSeconds", connect_timeout, 0),
+    ):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not low <= value <= METHOD_TIMEOUT_MAX_S
+        ):
+            raise ServiceError(f"{label} must be {low}..{METHOD_TIMEOUT_MAX_S}, not {value!r}")
+    return float(timeout), float(connect_timeout)
+
+
 def _iso(t: float | None) -> str | None:
     if t is None:
         return None
@@ -105,7 +122,7 @@ def check_etag(if_match: str | None, current: str) -> None:
     raise PreconditionFailed(f"If-Match {tag!r} does not match the current etag {current!r}")
 
 
-def device_json(dev: Device) -> dict[str, Any]:
+def device_json(dev: Device, c2d_count: int = 0) -> dict[str, Any]:
     return {
         "deviceId": dev.device_id,
         "generationId": dev.generation_id,
@@ -116,7 +133,7 @@ def device_json(dev: Device) -> dict[str, Any]:
         "connectionStateUpdatedTime": _iso(dev.connection_state_updated_time),
         "statusUpdatedTime": _iso(dev.status_updated_time),
         "lastActivityTime": _iso(dev.last_activity_time),
-        "cloudToDeviceMessageCount": 0,
+        "cloudToDeviceMessageCount": c2d_count,
         "authentication": {
             "type": "sas",
             "symmetricKey": {"primaryKey": dev.primary_key, "secondaryKey": dev.secondary_key},
@@ -126,7 +143,7 @@ def device_json(dev: Device) -> dict[str, Any]:
     }
 
 
-def twin_json(dev: Device) -> dict[str, Any]:
+def twin_json(dev: Device, c2d_count: int = 0) -> dict[str, Any]:
     twin = dev.twin
     return {
         "deviceId": dev.device_id,
@@ -136,7 +153,7 @@ def twin_json(dev: Device) -> dict[str, Any]:
         "statusReason": dev.status_reason,
         "connectionState": dev.connection_state,
         "lastActivityTime": _iso(dev.last_activity_time),
-        "cloudToDeviceMessageCount": 0,
+        "cloudToDeviceMessageCount": c2d_count,
         "authenticationType": "sas",
         "x509Thumbprint": {"primaryThumbprint": None, "secondaryThumbprint": None},
         "version": twin.version,
@@ -191,6 +208,9 @@ class ServiceServer:
             await self._runner.cleanup()
             self._runner = None
 
+    def _device(self, dev: Device) -> dict[str, Any]:
+        return device_json(dev, self.hub.c2d.depth(dev.device_id))
+
     # --- plumbing --------------------------------------------------------------------------------
 
     @web.middleware
@@ -234,7 +254,7 @@ class ServiceServer:
     async def list_devices(self, request: web.Request) -> web.Response:
         self._authorize(request, "RegistryRead")
         top = request.query.get("top")
-        devices = [device_json(self.hub.registry.devices[d]) for d in sorted(self.hub.registry.devices)]
+        devices = [self._device(self.hub.registry.devices[d]) for d in sorted(self.hub.registry.devices)]
         if top:
             try:
                 n = int(top)
@@ -248,7 +268,7 @@ class ServiceServer:
     async def get_device(self, request: web.Request) -> web.Response:
         self._authorize(request, "RegistryRead")
         dev = self.hub.registry.get(request.match_info["id"])
-        return _json(device_json(dev), etag=dev.etag)
+        return _json(self._device(dev), etag=dev.etag)
 
     async def put_device(self, request: web.Request) -> web.Response:
         self._authorize(request, "RegistryWrite")
@@ -270,7 +290,7 @@ class ServiceServer:
             if body.get("statusReason"):
                 dev.status_reason = body["statusReason"]
             LOG.info("service API: device %s created", device_id)
-            return _json(device_json(dev), etag=dev.etag)
+            return _json(self._device(dev), etag=dev.etag)
         if existing is None:
             raise DeviceNotFound(f"device {device_id!r} not found")
         check_etag(if_match, existing.etag)
@@ -279,15 +299,14 @@ class ServiceServer:
         if status == "disabled":
             self.hub.disconnect(device_id)
         LOG.info("service API: device %s updated (status %s)", device_id, status)
-        return _json(device_json(dev), etag=dev.etag)
+        return _json(self._device(dev), etag=dev.etag)
 
     async def delete_device(self, request: web.Request) -> web.Response:
         self._authorize(request, "RegistryWrite")
         device_id = request.match_info["id"]
         dev = self.hub.registry.get(device_id)
         check_etag(request.headers.get("If-Match"), dev.etag)
-        self.hub.registry.delete(device_id)
-        self.hub.disconnect(device_id)
+        self.hub.delete_device(device_id)
         LOG.info("service API: device %s deleted", device_id)
         return web.Response(status=204)
 
@@ -296,7 +315,7 @@ class ServiceServer:
     async def get_twin(self, request: web.Request) -> web.Response:
         self._authorize(request, "RegistryRead", "ServiceConnect")
         dev = self.hub.registry.get(request.match_info["id"])
-        return _json(twin_json(dev), etag=dev.twin.etag)
+        return _json(twin_json(dev, self.hub.c2d.depth(dev.device_id)), etag=dev.twin.etag)
 
     def _twin_parts(self, body: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         tags = body.get("tags")
@@ -322,7 +341,7 @@ class ServiceServer:
         if desired:
             self.hub.push_desired(device_id, desired)
         self.hub.registry._changed()
-        return _json(twin_json(dev), etag=dev.twin.etag)
+        return _json(twin_json(dev, self.hub.c2d.depth(dev.device_id)), etag=dev.twin.etag)
 
     async def replace_twin(self, request: web.Request) -> web.Response:
         self._authorize(request, "ServiceConnect")
@@ -338,7 +357,7 @@ class ServiceServer:
         if patch:
             self.hub.push_desired(device_id, patch)
         self.hub.registry._changed()
-        return _json(twin_json(dev), etag=dev.twin.etag)
+        return _json(twin_json(dev, self.hub.c2d.depth(dev.device_id)), etag=dev.twin.etag)
 
     # --- direct methods --------------------------------------------------------------------------
 
@@ -349,16 +368,9 @@ class ServiceServer:
         name = body.get("methodName")
         if not isinstance(name, str) or not name:
             raise ServiceError("methodName is required")
-        timeout = body.get("responseTimeoutInSeconds") or METHOD_TIMEOUT_DEFAULT_S
-        connect_timeout = body.get("connectTimeoutInSeconds") or 0
-        for label, value, low in (
-            ("responseTimeoutInSeconds", timeout, METHOD_TIMEOUT_MIN_S),
-            ("connectTimeoutInSeconds", connect_timeout, 0),
-        ):
-            if not isinstance(value, int | float) or not low <= value <= METHOD_TIMEOUT_MAX_S:
-                raise ServiceError(f"{label} must be {low}..{METHOD_TIMEOUT_MAX_S}, not {value!r}")
+        timeout, connect_timeout = method_timeouts(body)
         status, payload = await self.hub.invoke_method(
-            device_id, name, body.get("payload"), float(timeout), float(connect_timeout)
+            device_id, name, body.get("payload"), timeout, connect_timeout
         )
         return _json({"status": status, "payload": payload})
 

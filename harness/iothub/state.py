@@ -1,4 +1,5 @@
-"""IoT Hub emulator state: device registry, twins, fault switches and metrics (in memory, no I/O).
+"""IoT Hub emulator state: device registry, twins, cloud-to-device queues, fault switches and metrics
+(in memory, no I/O).
 
 The registry may be saved to / loaded from a JSON file by :class:`HubState` (``save``/``load``) so that
 ``harness iothub --data-dir`` keeps devices across restarts; connections never hold state.
@@ -11,6 +12,7 @@ import logging
 import re
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -22,6 +24,7 @@ from enginehub.harness.iothub.errors import (
     DeviceExists,
     DeviceNotFound,
     NotAuthorized,
+    QueueDepthExceeded,
     RegistryError,
 )
 
@@ -221,6 +224,11 @@ class HubMetrics:
     method_timeouts: int = 0
     service_requests: int = 0
     service_auth_failures: int = 0
+    c2d_accepted: int = 0
+    c2d_rejected: int = 0
+    c2d_delivered: int = 0
+    c2d_expired: int = 0
+    c2d_dead_lettered: int = 0
     devices: dict[str, DeviceMetrics] = field(default_factory=dict)
 
     def device(self, device_id: str) -> DeviceMetrics:
@@ -420,3 +428,111 @@ class Registry:
         reg = cls(hostname)
         reg.save(path)
         return reg
+
+
+# --- cloud-to-device queues -----------------------------------------------------------------------
+
+#: the hub's limits (iot-hub-devguide-messages-c2d): queue depth per device, default TTL, max deliveries
+C2D_MAX_QUEUE_DEPTH = 50
+C2D_DEFAULT_TTL_S = 3600.0
+C2D_MAX_DELIVERY_COUNT = 10
+
+
+@dataclass(slots=True, eq=False)
+class C2DMessage:
+    """One queued cloud-to-device message. ``properties`` are the system properties in their MQTT
+    property-bag names (``$.mid``, ``$.cid``, ``$.ct``, ``$.ce``, ``$.exp``, ``$.to``, ``$.uid``)."""
+
+    device_id: str
+    body: bytes
+    properties: dict[str, str]
+    application_properties: dict[str, str | None]
+    enqueued_time: float
+    expiry_time: float
+    delivery_count: int = 0
+    in_flight: bool = False
+
+
+class C2DQueues:
+    """Per-device FIFO queues with the hub's lifecycle: Enqueued -> (delivered, in flight) -> Completed;
+    a delivery lost with its connection is abandoned (back to Enqueued, redelivered in order); a message
+    past its expiry or delivered ``max_delivery_count`` times is dead-lettered (dropped and counted)."""
+
+    def __init__(
+        self,
+        metrics: Callable[[], HubMetrics],
+        *,
+        max_depth: int = C2D_MAX_QUEUE_DEPTH,
+        default_ttl_s: float = C2D_DEFAULT_TTL_S,
+        max_delivery_count: int = C2D_MAX_DELIVERY_COUNT,
+    ) -> None:
+        self._metrics = metrics
+        self.max_depth = max_depth
+        self.default_ttl_s = default_ttl_s
+        self.max_delivery_count = max_delivery_count
+        self._queues: dict[str, deque[C2DMessage]] = {}
+
+    def depth(self, device_id: str) -> int:
+        q = self._queues.get(device_id)
+        return len(q) if q else 0
+
+    def enqueue(self, msg: C2DMessage) -> None:
+        """Append ``msg``; :class:`QueueDepthExceeded` when the device already holds ``max_depth``."""
+        q = self._queues.setdefault(msg.device_id, deque())
+        if len(q) >= self.max_depth:
+            self._metrics().c2d_rejected += 1
+            raise QueueDepthExceeded(
+                f"device {msg.device_id!r} already has {len(q)} cloud-to-device messages queued "
+                f"(the limit is {self.max_depth})"
+            )
+        q.append(msg)
+        self._metrics().c2d_accepted += 1
+
+    def take(self, device_id: str, now: float) -> list[C2DMessage]:
+        """The messages to deliver now, oldest first (marked in flight, delivery count + 1); expired
+        and over-delivered messages are dead-lettered on the way."""
+        q = self._queues.get(device_id)
+        if not q:
+            return []
+        out = []
+        m = self._metrics()
+        for msg in list(q):
+            if msg.in_flight:
+                continue
+            if msg.expiry_time <= now:
+                q.remove(msg)
+                m.c2d_expired += 1
+                LOG.info("C2D message %s for %s expired undelivered", msg.properties.get("$.mid"), device_id)
+                continue
+            if msg.delivery_count >= self.max_delivery_count:
+                q.remove(msg)
+                m.c2d_dead_lettered += 1
+                LOG.info(
+                    "C2D message %s for %s dead-lettered after %d deliveries",
+                    msg.properties.get("$.mid"),
+                    device_id,
+                    msg.delivery_count,
+                )
+                continue
+            msg.in_flight = True
+            msg.delivery_count += 1
+            out.append(msg)
+        return out
+
+    def peek(self, device_id: str) -> list[C2DMessage]:
+        """The device's queue, oldest first, without side effects."""
+        return list(self._queues.get(device_id, ()))
+
+    def complete(self, msg: C2DMessage) -> None:
+        q = self._queues.get(msg.device_id)
+        if q is not None and msg in q:
+            q.remove(msg)
+            self._metrics().c2d_delivered += 1
+
+    def abandon(self, msg: C2DMessage) -> None:
+        msg.in_flight = False
+
+    def purge(self, device_id: str) -> int:
+        """Drop a device's queue (the device was deleted); returns how many messages were dropped."""
+        q = self._queues.pop(device_id, None)
+        return len(q) if q else 0

@@ -208,6 +208,14 @@ def twin_desired_topic(version: int) -> str:
     return f"$iothub/twin/PATCH/properties/desired/?$version={version}"
 
 
+def c2d_topic(device_id: str, properties: dict[str, str | None]) -> str:
+    """``devices/{id}/messages/devicebound/{bag}``: the topic a cloud-to-device message is published on
+    (system properties ``$.mid``, ``$.to``, ... and application properties, percent-encoded; ``/`` too,
+    because the SDK takes the bag as one topic level)."""
+    bag = encode_property_bag(properties)
+    return f"devices/{device_id}/messages/devicebound/{bag}"
+
+
 def topic_matches(filt: str, topic: str) -> bool:
     """MQTT filter matching (``+`` one level, ``#`` the rest)."""
     fparts = filt.split("/")

@@ -1,8 +1,9 @@
 """Azurite (the npm ``azurite`` package) as a local blob service for checkpoint stores.
 
 ``AzuriteServer`` starts ``azurite-blob`` on a loopback port (0 = let Azurite pick a free one; the port is
-read back from its start-up line), in memory by default, and stops it by PID. Used by ``harness up``, the
-pytest plugin and the load tests.
+read back from its start-up line), in memory by default, and stops it by PID. It runs in its own session
+(signals to its owner's process group are for the owner, which stops it) and dies with its owner. Used
+by ``harness up``, the pytest plugin and the load tests.
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import threading
 import time
 from pathlib import Path
+
+from enginehub.harness.procutil import pdeathsig_preexec
 
 LOG = logging.getLogger(__name__)
 
@@ -57,12 +61,16 @@ class AzuriteServer:
         location: str | os.PathLike[str] | None = None,
         executable: str | None = None,
         startup_timeout: float = 30.0,
+        die_with_parent: bool = True,
     ) -> None:
         self.host = host
         self.requested_port = port
         self.location = Path(location) if location else None
         self.executable = executable
         self.startup_timeout = startup_timeout
+        #: Azurite gets SIGTERM when the thread that called start() exits (Linux ``PR_SET_PDEATHSIG``): no
+        #: Azurite left running after a ``kill -9`` of its owner; call start() from a long-lived thread
+        self.die_with_parent = die_with_parent
         self.blob_port: int | None = None
         self._proc: subprocess.Popen[str] | None = None
         self._output: collections.deque[str] = collections.deque(maxlen=50)
@@ -98,6 +106,7 @@ class AzuriteServer:
                 stdin=subprocess.DEVNULL,
                 text=True,
                 start_new_session=True,
+                preexec_fn=pdeathsig_preexec(signal.SIGTERM) if self.die_with_parent else None,
             )
         except OSError as exc:
             raise AzuriteUnavailable(f"cannot run {exe}: {exc}") from exc

@@ -80,7 +80,10 @@ class IotHubEndpoint:
 def trust_ca(ca_cert: str) -> str:
     """Make ``requests`` (so azure-iot-hub) in this process trust ``ca_cert`` as well as what it trusted
     before: ``REQUESTS_CA_BUNDLE`` is pointed at a bundle = the previous one (``REQUESTS_CA_BUNDLE``,
-    ``CURL_CA_BUNDLE`` or certifi's) + the emulator's CA, written next to ``ca_cert``. Returns its path."""
+    ``CURL_CA_BUNDLE`` or certifi's) + the emulator's CA, written next to ``ca_cert``. Returns its path.
+    OpenSSL's default file (``SSL_CERT_FILE``, which uamqp, so ``send_c2d_message``, reads) gets the CA
+    too (:func:`trust_ca_openssl`)."""
+    trust_ca_openssl(ca_cert)
     ca = Path(ca_cert).read_text()
     current = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
     if current is None:
@@ -98,6 +101,33 @@ def trust_ca(ca_cert: str) -> str:
     bundle.write_text(base.rstrip("\n") + "\n" + ca)
     os.environ["REQUESTS_CA_BUNDLE"] = str(bundle)
     LOG.info("REQUESTS_CA_BUNDLE=%s (%s + the emulator's CA)", bundle, current)
+    return str(bundle)
+
+
+def trust_ca_openssl(ca_cert: str) -> str:
+    """Point ``SSL_CERT_FILE`` at a bundle = the file it named before (or OpenSSL's default file, or
+    certifi's) + ``ca_cert``, written next to ``ca_cert``: uamqp (C2D sends) trusts certifi's bundle and
+    OpenSSL's default verify paths only, and OpenSSL reads ``SSL_CERT_FILE`` when a connection is made.
+    Python's own default contexts read it too, so nothing they trusted before is lost. Returns its path."""
+    import ssl
+
+    ca = Path(ca_cert).read_text()
+    current = os.environ.get("SSL_CERT_FILE") or ssl.get_default_verify_paths().openssl_cafile
+    if not current or not Path(current).is_file():
+        import certifi
+
+        current = certifi.where()
+    try:
+        base = Path(current).read_text()
+    except OSError as exc:
+        LOG.warning("CA file %s unreadable (%s): OpenSSL trusts the emulator's CA only", current, exc)
+        base = ""
+    if ca.strip() in base:
+        return current
+    bundle = Path(ca_cert).with_name("openssl-ca-bundle.pem")
+    bundle.write_text(base.rstrip("\n") + "\n" + ca)
+    os.environ["SSL_CERT_FILE"] = str(bundle)
+    LOG.info("SSL_CERT_FILE=%s (%s + the emulator's CA)", bundle, current)
     return str(bundle)
 
 

@@ -52,6 +52,37 @@ def child_pids(pid: int) -> list[int]:
     return out
 
 
+def descendants(pid: int) -> list[int]:
+    """Live children, grandchildren, ... of a process (Linux /proc; [] elsewhere), parents first."""
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        kids = child_pids(todo.pop(0))
+        out += kids
+        todo += kids
+    return out
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of a process group, from Linux /proc; [] elsewhere."""
+    out: list[int] = []
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return out
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
+            out.append(int(name))
+    return out
+
+
 def running(pid: int) -> bool:
     """True while a process exists and has not exited (a zombie waiting to be reaped counts as exited)."""
     try:

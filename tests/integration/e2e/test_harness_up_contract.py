@@ -35,7 +35,7 @@ REQUIRED = {
 }
 STORAGE = {"storage_connection_string", "checkpoint_container"}
 EH_CS = re.compile(
-    r"^Endpoint=sb://127\.0\.0\.1:(\d+);SharedAccessKeyName=[^;]+;SharedAccessKey=[^;]+;UseDevelopmentEmulator=true$"
+    r"^Endpoint=sb://(127\.\d+\.\d+\.\d+):(\d+);SharedAccessKeyName=[^;]+;SharedAccessKey=[^;]+;UseDevelopmentEmulator=true$"
 )
 
 
@@ -110,6 +110,7 @@ def test_json_line_contract_and_every_key_works(harness_up, tmp_path: Path) -> N
 
     port = EH_CS.match(info["eventhubs_connection_string"])
     assert port, info["eventhubs_connection_string"]
+    assert port.group(1) == host, "Event Hubs binds on --host with the rest of the stack"
     assert info["iothub_eventhub_connection_string"] == (
         f"{info['eventhubs_connection_string']};EntityPath={info['eventhub_name']}"
     )

@@ -147,10 +147,11 @@ async def test_harness_up_with_azurite():
 
     if find_azurite_blob() is None:
         pytest.skip("Azurite (npm) not installed here")
-    proc, info = _start("up", "--json", "--host", free_loopback_ip(), "--eventhubs-port", "0")
+    host = free_loopback_ip()
+    proc, info = _start("up", "--json", "--host", host, "--eventhubs-port", "0")
     try:
         assert info["checkpoint_container"] == "checkpoints"
-        assert "BlobEndpoint=http://127.0.0.1:" in info["storage_connection_string"]
+        assert f"BlobEndpoint=http://{host}:" in info["storage_connection_string"]  # on --host, as all
         from azure.storage.blob import BlobServiceClient
 
         svc = BlobServiceClient.from_connection_string(info["storage_connection_string"])
