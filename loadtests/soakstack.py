@@ -57,6 +57,7 @@ async def serve(args: argparse.Namespace, key: str) -> int:
         host=args.host,
         data_dir=root / "iothub",
         service_port=None,
+        amqp_port=None,  # no C2D in the soak
     )
     admin = AdminServer(iothub, port=args.admin_port)
     started: list[Any] = []
