@@ -32,6 +32,11 @@ for multi-condition subsets the current condition, the cycles spent so far in ea
 al. 2016) and the cycles since the condition changed. One model per seed; their predictions are
 averaged. CPU only. Held-out training units (``benchmarks/rul_validate.py``) chose the features: FD002
 capped RMSE 15.50 without the history features and health indicator, 11.46 with them (2 splits, 1 seed).
+
+``--model seq``: a small 1-D CNN (or LSTM, ``--arch``) on the windows of the same per-row inputs
+(:mod:`enginehub.datasets.seq`, JAX; the optional ``seq`` extra). ``--model ensemble``: 0.75 x the GBM +
+0.25 x the CNN, seed by seed (the weight chosen on held-out training units, ``rul_validate.py --model
+ensemble``).
 """
 
 from __future__ import annotations

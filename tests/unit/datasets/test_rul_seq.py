@@ -112,3 +112,22 @@ def test_seq_model_fits_a_tiny_fleet_and_predicts_each_unit(jax_extra: None, con
     k = len(cfg.sensors) + 1  # sensors and the health indicator
     expected = k + 1 + 2 * k + (2 * model.prep.scaler.conditions.n_conditions + 1 if conditions > 1 else 0)
     assert width == expected
+
+
+def test_ensemble_is_the_weighted_average_of_both_models_seed_by_seed(jax_extra: None) -> None:
+    pytest.importorskip("lightgbm", reason="the ensemble needs lightgbm (analysis extra)")
+    train = analysis.rows_to_frame(synthetic.generate_fleet(units=8, conditions=1, seed=5))
+    test = analysis.rows_to_frame(synthetic.generate_fleet(units=3, conditions=1, seed=6))
+    gbm = rul.ModelConfig(n_estimators=20, seeds=(1, 2))
+    cfg = seq.SeqConfig(hidden=8, dense=8, epochs=1, batch=64, seeds=(1, 2), max_steps=64 * 2)
+    model = seq.EnsembleModel(gbm, cfg, weight=0.75).fit(train)
+    units, each = model.predict_last_each(test)
+    _, a = model.gbm.predict_last_each(test)
+    _, b = model.seq.predict_last_each(test)
+    assert units.tolist() == [1, 2, 3]
+    assert np.allclose(each, rul.finish(0.75 * a + 0.25 * b, cfg.cap))
+    assert not np.allclose(a, b)  # two different models, so the weight matters
+    with pytest.raises(ValueError, match="weight"):
+        seq.EnsembleModel(gbm, cfg, weight=1.5)
+    with pytest.raises(ValueError, match="seeds"):
+        seq.EnsembleModel(gbm, seq.SeqConfig(seeds=(1,)))
