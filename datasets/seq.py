@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -341,6 +341,7 @@ class EnsembleModel:
         gbm: rul.ModelConfig | None = None,
         seq_config: SeqConfig | None = None,
         weight: float = ENSEMBLE_GBM_WEIGHT,
+        snap: float | None = None,
     ) -> None:
         if not 0.0 <= weight <= 1.0:
             raise ValueError(f"weight must be in [0, 1], got {weight}")
@@ -349,7 +350,9 @@ class EnsembleModel:
         if len(self.gbm.config.seeds) != len(self.seq.config.seeds):
             raise ValueError("the two models need as many seeds each")
         self.weight = weight
-        self.config = self.seq.config
+        #: the combined predictions' settings: the sequence model's window, cap and sensors; ``snap``
+        #: applies to the weighted average (the two models' own ``snap`` to their parts)
+        self.config = replace(self.seq.config, snap=snap)
 
     def fit(self, train: pd.DataFrame) -> EnsembleModel:
         self.gbm.fit(train)
@@ -361,8 +364,8 @@ class EnsembleModel:
         other, b = self.seq.predict_last_each(test)
         if not np.array_equal(units, other):  # pragma: no cover - both cut the same last windows
             raise analysis.AnalysisError("the two models predicted different units")
-        return units, rul.finish(self.weight * a + (1.0 - self.weight) * b, self.config.cap)
+        return units, rul.finish(self.weight * a + (1.0 - self.weight) * b, self.config.cap, self.config.snap)
 
     def predict_last(self, test: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         units, each = self.predict_last_each(test)
-        return units, rul.finish(each.mean(axis=0), self.config.cap)
+        return units, rul.finish(each.mean(axis=0), self.config.cap, self.config.snap)

@@ -127,6 +127,12 @@ def test_ensemble_is_the_weighted_average_of_both_models_seed_by_seed(jax_extra:
     assert units.tolist() == [1, 2, 3]
     assert np.allclose(each, rul.finish(0.75 * a + 0.25 * b, cfg.cap))
     assert not np.allclose(a, b)  # two different models, so the weight matters
+    snap = float(np.median(each))
+    snapped = seq.EnsembleModel(gbm, cfg, weight=0.75, snap=snap)
+    snapped.gbm, snapped.seq = model.gbm, model.seq  # the same fitted parts
+    _, s_each = snapped.predict_last_each(test)
+    assert np.allclose(s_each, rul.finish(each, cfg.cap, snap))
+    assert (s_each[each >= snap] == cfg.cap).all() and np.array_equal(s_each[each < snap], each[each < snap])
     with pytest.raises(ValueError, match="weight"):
         seq.EnsembleModel(gbm, cfg, weight=1.5)
     with pytest.raises(ValueError, match="seeds"):
