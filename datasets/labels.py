@@ -251,6 +251,40 @@ class Windows:
         return len(self.units)
 
 
+def window_index(
+    units: np.ndarray,
+    length: int = DEFAULT_WINDOW,
+    stride: int = 1,
+    last_only: bool = False,
+    pad: Literal["repeat", "zero", "skip"] = "repeat",
+) -> tuple[np.ndarray, int]:
+    """The windows of :func:`sliding_windows` / :func:`last_windows` as row indices, without the gather:
+    ((n_windows, length) int64 matrix, padded-unit count). Index ``len(units)`` stands for a zero row
+    (``pad="zero"``); ``x_padded[index]`` with ``x_padded = np.vstack([x, zeros((1, F))])`` gives the
+    windows (a sequence model gathers its batches this way instead of holding every window in memory)."""
+    if length < 1 or stride < 1:
+        raise ValueError(f"length and stride must be >= 1, got {length} and {stride}")
+    if pad not in ("repeat", "zero", "skip"):
+        raise ValueError(f"pad must be 'repeat', 'zero' or 'skip', got {pad!r}")
+    units = np.asarray(units)
+    offsets = np.arange(length, dtype=np.int64)
+    blocks: list[np.ndarray] = []
+    padded = 0
+    for start, stop in _unit_runs(units):
+        n = stop - start
+        if n < length:
+            if pad == "skip":
+                continue
+            padded += 1
+            fill = start if pad == "repeat" else len(units)
+            blocks.append(np.r_[np.full(length - n, fill, dtype=np.int64), np.arange(start, stop)][None, :])
+            continue
+        starts = np.array([stop - length]) if last_only else np.arange(start, stop - length + 1, stride)
+        blocks.append(starts[:, None] + offsets)
+    index = np.concatenate(blocks) if blocks else np.empty((0, length), dtype=np.int64)
+    return index, padded
+
+
 def _windows(
     x: np.ndarray,
     units: np.ndarray,
@@ -274,21 +308,7 @@ def _windows(
     if cyc.shape != units.shape or lab.shape != units.shape:
         raise ValueError(f"cycles/labels must have one entry per row ({len(units)})")
     # One (n_windows, length) matrix of row indices, then a single gather; index len(x) is a zero row.
-    offsets = np.arange(length, dtype=np.int64)
-    blocks: list[np.ndarray] = []
-    padded = 0
-    for start, stop in _unit_runs(units):
-        n = stop - start
-        if n < length:
-            if pad == "skip":
-                continue
-            padded += 1
-            fill = start if pad == "repeat" else len(x)
-            blocks.append(np.r_[np.full(length - n, fill, dtype=np.int64), np.arange(start, stop)][None, :])
-            continue
-        starts = np.array([stop - length]) if last_only else np.arange(start, stop - length + 1, stride)
-        blocks.append(starts[:, None] + offsets)
-    index = np.concatenate(blocks) if blocks else np.empty((0, length), dtype=np.int64)
+    index, padded = window_index(units, length, stride, last_only, pad)
     ends = index[:, -1]
     # Padding steps: the zero row, or a repeated first row (equal to the next step's index).
     mask = index != len(x)

@@ -1,6 +1,6 @@
 """Remaining-useful-life model trained and evaluated on C-MAPSS rows read back from a sink.
 
-``python -m enginehub.datasets.rul --subset FD001|FD002|FD003|FD004|all [--model gbm] [--sink URL] --json``
+``python -m enginehub.datasets.rul --subset FD00x|all [--model gbm|seq|ensemble] [--sink URL] --json``
 
 Without ``--sink`` the train_/test_ files of each subset are first loaded into an embedded SQLite file
 (tables of the ``enginehub_events`` shape), and the model reads its data back from there. With ``--sink``
@@ -32,6 +32,11 @@ for multi-condition subsets the current condition, the cycles spent so far in ea
 al. 2016) and the cycles since the condition changed. One model per seed; their predictions are
 averaged. CPU only. Held-out training units (``benchmarks/rul_validate.py``) chose the features: FD002
 capped RMSE 15.50 without the history features and health indicator, 11.46 with them (2 splits, 1 seed).
+
+``--model seq``: a small 1-D CNN (or LSTM, ``--arch``) on the windows of the same per-row inputs
+(:mod:`enginehub.datasets.seq`, JAX; the optional ``seq`` extra). ``--model ensemble``: 0.75 x the GBM +
+0.25 x the CNN, seed by seed (the weight chosen on held-out training units, ``rul_validate.py --model
+ensemble``).
 """
 
 from __future__ import annotations
@@ -44,8 +49,9 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -242,6 +248,27 @@ class Preprocessor:
         return np.c_[x, hi]
 
 
+def row_matrix(
+    frame: pd.DataFrame, prep: Preprocessor, *, multi_condition: bool = False, history: bool = True
+) -> tuple[np.ndarray, int]:
+    """(rows, columns) matrix of every row's inputs and the number k of its leading channel columns:
+    the k channels (:meth:`Preprocessor.channels`), the cycle number, :func:`history_features` of the
+    channels (with ``history``) and, for multi-condition subsets, :func:`enginehub.datasets.conditions.
+    condition_features`. The window summaries and the sequence model both start from it."""
+    x = prep.channels(frame)
+    units = frame[analysis.UNIT].to_numpy(dtype="int64")
+    cycles = frame[analysis.CYCLE].to_numpy(dtype="int64")
+    extra = [cycles[:, None].astype("float64")]
+    if history:
+        extra.append(history_features(x, units))
+    if multi_condition:
+        cmap = prep.scaler.conditions
+        extra.append(
+            cond.condition_features(units, cmap.assign(cond.frame_settings(frame)), cmap.n_conditions)
+        )
+    return np.concatenate([x, *extra], axis=1), x.shape[1]
+
+
 def build_dataset(
     frame: pd.DataFrame,
     prep: Preprocessor,
@@ -256,19 +283,9 @@ def build_dataset(
     channel, then per-row features at the window's last cycle: the cycle number, :func:`history_features`
     (with ``history``) and, for multi-condition subsets, :func:`enginehub.datasets.conditions.
     condition_features`."""
-    x = prep.channels(frame)
+    full, k = row_matrix(frame, prep, multi_condition=multi_condition, history=history)
     units = frame[analysis.UNIT].to_numpy(dtype="int64")
     cycles = frame[analysis.CYCLE].to_numpy(dtype="int64")
-    extra = [cycles[:, None].astype("float64")]
-    if history:
-        extra.append(history_features(x, units))
-    if multi_condition:
-        cmap = prep.scaler.conditions
-        extra.append(
-            cond.condition_features(units, cmap.assign(cond.frame_settings(frame)), cmap.n_conditions)
-        )
-    k = x.shape[1]
-    full = np.concatenate([x, *extra], axis=1)
     try:
         if last_only:
             wins = lab.last_windows(full, units, labels, cycles, length=window)
@@ -401,6 +418,11 @@ def finish(pred: np.ndarray, cap: int, snap: float | None = None) -> np.ndarray:
 # -- evaluation from a sink ------------------------------------------------------------------------------
 
 
+#: ``--model`` choices: gradient-boosted trees, the sequence model (:mod:`enginehub.datasets.seq`), and
+#: their weighted average (:class:`enginehub.datasets.seq.EnsembleModel`).
+MODEL_KINDS: tuple[str, ...] = ("gbm", "seq", "ensemble")
+
+
 def table_names(subset: str) -> tuple[str, str]:
     """Default tables of a subset: ``enginehub_events_fd001_train``, ``enginehub_events_fd001_test``."""
     s = cmapss.check_subset(subset).lower()
@@ -441,11 +463,22 @@ def evaluate(
     config: ModelConfig | None = None,
     tables: tuple[str, str] | None = None,
     train_units: int | None = None,
+    model_kind: str = "gbm",
+    seq_config: object | None = None,
 ) -> dict[str, object]:
     """Train on the train table and score the test table of ``subset`` read back from ``sink``.
 
-    ``train_units`` keeps only the first N training units (a quick smoke run).
+    ``train_units`` keeps only the first N training units (a quick smoke run). ``model_kind`` is
+    ``gbm`` (:class:`RulModel` with ``config``) or ``seq`` (:class:`enginehub.datasets.seq.SeqModel`
+    with ``seq_config``, a :class:`enginehub.datasets.seq.SeqConfig`; needs the ``seq`` extra) or
+    ``ensemble`` (:class:`enginehub.datasets.seq.EnsembleModel` of the two).
     """
+    if model_kind not in MODEL_KINDS:
+        raise analysis.AnalysisError(f"model must be one of {MODEL_KINDS}, got {model_kind!r}")
+    if model_kind in ("seq", "ensemble"):
+        from enginehub.datasets import seq  # the optional extra; imports jax only when used
+
+        seq.require_jax()
     started = time.perf_counter()
     name = cmapss.check_subset(subset)
     tables = tables or table_names(name)
@@ -464,7 +497,16 @@ def evaluate(
         )
     if train.empty:
         raise analysis.AnalysisError(f"{name}: table {tables[0]} has no training rows")
-    model = RulModel(config).fit(train)
+    model: Any
+    if model_kind == "seq":
+        model = seq.SeqModel(seq_config).fit(train)  # type: ignore[arg-type]
+    elif model_kind == "ensemble":
+        snap = seq_config.snap if seq_config is not None else None  # type: ignore[attr-defined]
+        gbm_config = replace(config or ModelConfig(), snap=None)
+        seq_part = replace(seq_config, snap=None) if seq_config is not None else None  # type: ignore[type-var]
+        model = seq.EnsembleModel(gbm_config, seq_part, snap=snap).fit(train)
+    else:
+        model = RulModel(config).fit(train)
     pred_units, each = model.predict_last_each(test)
     pred = finish(each.mean(axis=0), model.config.cap, model.config.snap)
     if not np.array_equal(pred_units, test_units):  # pragma: no cover - make_windows keeps every unit
@@ -486,12 +528,21 @@ def evaluate(
         # each seed's model alone: mean and standard deviation over the seeds (the keys above score the
         # average of the seeds' predictions)
         **_seed_stats(each, true_rul, cfg.cap),
-        "model": "lightgbm-window-features",
+        "model": _model_name(model_kind, cfg),
+        "snap": cfg.snap,
         "window": cfg.window,
         "rul_cap": cfg.cap,
         "sensors": len(cfg.sensors),
         "sink": sink.split("?", 1)[0] if sink.lower().startswith("sqlite") else _redact(sink),
     }
+
+
+def _model_name(kind: str, cfg: object) -> str:
+    if kind == "seq":
+        return f"seq-{cfg.arch}-jax"  # type: ignore[attr-defined]
+    if kind == "ensemble":
+        return f"ensemble-lightgbm+seq-{cfg.arch}-jax"  # type: ignore[attr-defined]
+    return "lightgbm-window-features"
 
 
 def _seed_stats(each: np.ndarray, true_rul: np.ndarray, cap: int) -> dict[str, object]:
@@ -540,12 +591,29 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--model",
-        choices=("gbm",),
+        choices=MODEL_KINDS,
         default="gbm",
-        help="gbm: LightGBM on window and history features (the sequence model is not built yet)",
+        help="gbm: LightGBM on window and history features; seq: a 1-D CNN or LSTM on the windows "
+        "(JAX, the seq extra: pip install 'enginehub[seq]'); ensemble: their weighted average",
     )
+    parser.add_argument(
+        "--arch", choices=("cnn", "lstm"), default=None, help="seq: the network (default: the validated one)"
+    )
+    parser.add_argument("--epochs", type=int, default=None, help="seq: training epochs per seed")
     parser.add_argument("--seeds", type=int, default=3, help="models averaged (default 3)")
-    parser.add_argument("--estimators", type=int, default=ModelConfig.n_estimators, help="trees per model")
+    parser.add_argument(
+        "--snap",
+        type=float,
+        default=None,
+        help="set predictions at or above this to the cap (default off); it lowers the RMSE against the "
+        "raw truth and raises it against the capped truth (rul_validate.py chose 110 on raw truth)",
+    )
+    parser.add_argument(
+        "--estimators", type=int, default=ModelConfig.n_estimators, help="gbm: trees per model"
+    )
+    parser.add_argument(
+        "--max-steps", type=int, default=None, help="seq: stop after this many training windows per seed"
+    )
     parser.add_argument("--train-units", type=int, default=None, help="use only the first N training units")
     parser.add_argument("--jobs", type=int, default=1, help="LightGBM threads (default 1)")
     parser.add_argument("--json", action="store_true", help="print one JSON line per subset")
@@ -570,8 +638,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     subsets = cmapss.SUBSETS if args.subset.lower() == "all" else (args.subset,)
     config = ModelConfig(
-        seeds=tuple(range(1, max(1, args.seeds) + 1)), n_estimators=args.estimators, n_jobs=args.jobs
+        seeds=tuple(range(1, max(1, args.seeds) + 1)),
+        n_estimators=args.estimators,
+        n_jobs=args.jobs,
+        snap=args.snap,
     )
+    seq_config = None
+    if args.model in ("seq", "ensemble"):
+        try:
+            from enginehub.datasets import seq
+        except ImportError as exc:  # pragma: no cover - seq imports jax lazily
+            sys.stderr.write(f"error: {exc}\n")
+            return 2
+        overrides: dict[str, object] = {
+            "seeds": config.seeds,
+            "max_steps": args.max_steps,
+            "snap": args.snap,
+        }
+        if args.arch:
+            overrides["arch"] = args.arch
+        if args.epochs:
+            overrides["epochs"] = args.epochs
+        seq_config = seq.SeqConfig(**overrides)  # type: ignore[arg-type]
     with tempfile.TemporaryDirectory(prefix="enginehub-rul-") as tmp:
         sink = args.sink or analysis.sqlite_url(Path(tmp) / "enginehub.db")
         for subset in subsets:
@@ -587,6 +675,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     config=config,
                     tables=tables,
                     train_units=args.train_units,
+                    model_kind=args.model,
+                    seq_config=seq_config,
                 )
             except (analysis.AnalysisError, cmapss.CmapssError) as exc:
                 sys.stderr.write(f"error: {exc}" + "\n")
