@@ -90,7 +90,9 @@ class EventHubsEmulator:
         self.store = EventHubsStore(self.config, self.data_dir)
         loop = asyncio.get_running_loop()
         try:
-            self._server = await loop.create_server(self._protocol, self.host, self.port, reuse_address=True)
+            self._server = await loop.create_server(
+                self._protocol, self.host, self.port, reuse_address=True, backlog=4096
+            )  # a burst of connects must not drop a client SYN: pyamqp gives up after 1 s
             self.port = self._server.sockets[0].getsockname()[1]
             if self.http_port is not None:
                 self._http = HealthServer(self.host, self.http_port, check=self._health_check)

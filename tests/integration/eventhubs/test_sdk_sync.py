@@ -72,9 +72,13 @@ def test_partition_key_is_stable(eh: Running) -> None:
 
 
 def _seed(cs: str, n: int = 5, partition_id: str = "0") -> list[EventData]:
+    """``n`` events, each enqueued in a later millisecond than the one before (the emulator stamps with the
+    wall clock in ms; on an idle machine five sync round trips on loopback can fit in one millisecond)."""
     with producer(cs) as p:
         for i in range(n):
             p.send_event(EventData(f"e{i}"), partition_id=partition_id)
+            acked = int(time.time() * 1000)  # at or after the event's stamp: the server stamped before acking
+            poll(lambda t=acked: int(time.time() * 1000) > t, 1, "the wall clock to pass a millisecond")
     return receive(cs, partition_id=partition_id, expect=n)
 
 
