@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
 import time
 from collections.abc import Iterator
@@ -32,10 +33,12 @@ SEND_FAILURE = "C2D message send failure"  # what the SDK raises on any rejected
 
 def _trust(mp: pytest.MonkeyPatch, ca_pem: str, directory: Path) -> None:
     """requests (REST) reads REQUESTS_CA_BUNDLE; uamqp (C2D) reads certifi + OpenSSL's SSL_CERT_FILE."""
-    bundle = directory / "bundle.pem"
-    bundle.write_text(Path(certifi.where()).read_text() + ca_pem)
-    mp.setenv("REQUESTS_CA_BUNDLE", str(bundle))
-    mp.setenv("SSL_CERT_FILE", str(bundle))
+    for var in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
+        # on top of what is trusted already: the session's iothub_service fixture may have set these for
+        # the plugin's hub, which test_c2d_through_the_plugin_fixtures uses while this module's hub runs
+        bundle = directory / f"{var.lower()}.pem"
+        bundle.write_text(Path(os.environ.get(var) or certifi.where()).read_text() + ca_pem)
+        mp.setenv(var, str(bundle))
 
 
 @pytest.fixture(scope="module")
