@@ -132,6 +132,13 @@ def _common(p: argparse.ArgumentParser, *, rate: float | str, hold: float, nodes
     p.add_argument("--ingest-batch-size", type=int, default=500)
     p.add_argument("--ingest-prefetch", type=int, default=2000)
     p.add_argument(
+        "--ingest-lag-interval",
+        type=float,
+        default=0.0,
+        help="ingest --lag-interval: > 0 = the nodes read their lag from partition properties every that "
+        "many s and receive without the SDK's per-event runtime metric (the baseline too); default 0",
+    )
+    p.add_argument(
         "--event-loop",
         choices=EVENT_LOOPS,
         default=DEFAULT_LOOP,
@@ -363,10 +370,9 @@ def _baseline_argv(args: argparse.Namespace, cs: str, share: list[str], seconds:
         str(args.ingest_batch_size),
         "--prefetch",
         str(args.ingest_prefetch),
-        "--track-last-enqueued",  # the ingest nodes receive with it (their lag metric): same SDK work
         "--event-loop",
         args.event_loop,  # and on the nodes' event loop
-    ]
+    ] + ([] if args.ingest_lag_interval else ["--track-last-enqueued"])  # as the nodes receive: same SDK work
 
 
 def _below(result: dict[str, Any], baseline: str, ratio: float | None, minimum: float | None) -> bool:
@@ -560,7 +566,10 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
                 return {}, 2
             cs = emulator.connection_string
         settings = IngestSettings(
-            batch_size=args.ingest_batch_size, prefetch=args.ingest_prefetch, event_loop=args.event_loop
+            batch_size=args.ingest_batch_size,
+            prefetch=args.ingest_prefetch,
+            event_loop=args.event_loop,
+            lag_interval=args.ingest_lag_interval,
         )
         if auto:
             baseline, last_seq = _baseline_first(args, workdir, cs, placement)
