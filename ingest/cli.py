@@ -101,6 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--prefetch", type=int, default=1000, help="events buffered per partition (default %(default)s)"
     )
     p.add_argument(
+        "--lag-interval",
+        type=float,
+        default=0.0,
+        help="> 0: read each owned partition's newest sequence number (the lag metric) every that many "
+        "seconds from its properties, instead of the SDK's per-event runtime metric (~4-8 us of CPU per "
+        "event); default %(default)s = the runtime metric",
+    )
+    p.add_argument(
         "--starting-position",
         default="earliest",
         help="where a partition without checkpoint starts: earliest | latest | a sequence number",
@@ -199,6 +207,7 @@ async def _amain(args: argparse.Namespace) -> int:
         drain_timeout=args.drain_timeout,
         checkpoint_interval=args.checkpoint_interval,
         silence_warning=args.silence_warning,
+        lag_interval=args.lag_interval,
         reconnect_cap=args.reconnect_cap,
         sink_threads=1,  # one group-commit writer at a time
     )
@@ -276,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
             ownership_expiry=args.ownership_expiry,
             checkpoint_interval=args.checkpoint_interval,
             silence_warning=args.silence_warning,
+            lag_interval=args.lag_interval,
         ).validate()
         _starting_position(args.starting_position)
         load_rules(args.rules, default_table=args.table)

@@ -52,6 +52,7 @@ import os
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -131,6 +132,13 @@ def _common(p: argparse.ArgumentParser, *, rate: float | str, hold: float, nodes
     p.add_argument("--ingest-batch-size", type=int, default=500)
     p.add_argument("--ingest-prefetch", type=int, default=2000)
     p.add_argument(
+        "--ingest-lag-interval",
+        type=float,
+        default=0.0,
+        help="ingest --lag-interval: > 0 = the nodes read their lag from partition properties every that "
+        "many s and receive without the SDK's per-event runtime metric (the baseline too); default 0",
+    )
+    p.add_argument(
         "--event-loop",
         choices=EVENT_LOOPS,
         default=DEFAULT_LOOP,
@@ -204,6 +212,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="threshold on sustained / live baseline (default none; needs --live-baseline)",
     )
     t.add_argument("--baseline-consumer-group", default="baseline")
+    t.add_argument(
+        "--locust-workers",
+        type=int,
+        default=0,
+        help="Locust's distributed mode: a master and N worker processes on loopback share the producer "
+        "users, for when one load-generator process is not enough (default 0: one Locust process)",
+    )
     f = sub.add_parser("failover", help="kill -9 one ingest node, later SIGTERM a second; takeover times")
     _common(f, rate=2000.0, hold=30.0, nodes=3)
     f.add_argument(
@@ -270,32 +285,63 @@ def _locust(
     if args.max_p99_ms is not None:
         argv += ["--max-p99-ms", str(args.max_p99_ms)]
     limit = args.timeout or (args.duration + args.drain_timeout + 60)
+    n_workers = int(getattr(args, "locust_workers", 0) or 0)
+    workers: list[subprocess.Popen[str]] = []
+    if n_workers > 0:
+        port = _free_port()
+        argv += ["--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port)]
+        argv += ["--expect-workers", str(n_workers)]
+        wargv = [sys.executable, "-m", "locust", "-f", str(scenario), "--worker", "--loglevel", "INFO"]
+        wargv += ["--master-host", "127.0.0.1", "--master-port", str(port)]
+    worker_logs = []
     with open(log_path, "w") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + limit
-        status, usage = 0, None
-        while time.monotonic() < deadline:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            usage = None
-            time.sleep(0.2)
-        if usage is None:  # ran past the limit
-            os.kill(proc.pid, 9)
-            os.waitpid(proc.pid, 0)
-            code = 124
-        else:
-            code = os.waitstatus_to_exitcode(status)
+        for i in range(n_workers):  # the run's options reach them from the master when it starts
+            worker_logs.append(open(workdir / f"locust{tag}-worker-{i}.log", "w"))  # noqa: SIM115
+            workers.append(
+                subprocess.Popen(wargv, stdout=worker_logs[-1], stderr=subprocess.STDOUT, text=True)
+            )
+        code, usage = _wait_limited(proc.pid, time.monotonic() + limit)
         proc.returncode = code
+        worker_cpu = []
+        for w in workers:  # they quit when the master does; bounded either way
+            wcode, wusage = _wait_limited(w.pid, time.monotonic() + 30)
+            w.returncode = wcode
+            if wusage is not None:
+                worker_cpu.append(round(wusage.ru_utime + wusage.ru_stime, 1))
+            if wcode not in (0, 1):
+                LOG.warning("Locust worker %s exited with %s", w.pid, wcode)
+        for f in worker_logs:
+            f.close()
     result: dict[str, Any] = {"locust_exit_code": code}
     if usage is not None:
-        result["locust_cpu_s"] = round(usage.ru_utime + usage.ru_stime, 1)
+        result["locust_cpu_s"] = round(usage.ru_utime + usage.ru_stime + sum(worker_cpu), 1)
+    if n_workers:
+        result["locust_worker_cpu_s"] = worker_cpu
     if report.exists():
         result.update(json.loads(report.read_text()))
     else:
         tail = log_path.read_text(errors="replace").splitlines()[-30:]
         LOG.error("Locust wrote no report (exit %s):\n%s", code, "\n".join(tail))
     return result
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_limited(pid: int, deadline: float) -> tuple[int, Any]:
+    """Reap ``pid`` by ``deadline`` (``kill -9`` after it): (exit code, rusage or None; 124 = too late)."""
+    while time.monotonic() < deadline:
+        done, status, usage = os.wait4(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status), usage
+        time.sleep(0.2)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    return 124, None
 
 
 def _shares(args: argparse.Namespace) -> list[list[str]]:
@@ -325,10 +371,9 @@ def _baseline_argv(args: argparse.Namespace, cs: str, share: list[str], seconds:
         str(args.ingest_batch_size),
         "--prefetch",
         str(args.ingest_prefetch),
-        "--track-last-enqueued",  # the ingest nodes receive with it (their lag metric): same SDK work
         "--event-loop",
         args.event_loop,  # and on the nodes' event loop
-    ]
+    ] + ([] if args.ingest_lag_interval else ["--track-last-enqueued"])  # as the nodes receive: same SDK work
 
 
 def _below(result: dict[str, Any], baseline: str, ratio: float | None, minimum: float | None) -> bool:
@@ -522,7 +567,10 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
                 return {}, 2
             cs = emulator.connection_string
         settings = IngestSettings(
-            batch_size=args.ingest_batch_size, prefetch=args.ingest_prefetch, event_loop=args.event_loop
+            batch_size=args.ingest_batch_size,
+            prefetch=args.ingest_prefetch,
+            event_loop=args.event_loop,
+            lag_interval=args.ingest_lag_interval,
         )
         if auto:
             baseline, last_seq = _baseline_first(args, workdir, cs, placement)

@@ -86,13 +86,16 @@ async def receive_and_discard(
     prefetch: int = 2000,
     track_last_enqueued: bool = False,
     live: bool = False,
+    client_kwargs: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Receive and discard until ``max_events`` or ``seconds``. ``live``: from ``@latest``, until SIGTERM
-    or ``seconds``, printing a ready line first and counting events per wall-clock bucket."""
+    or ``seconds``, printing a ready line first and counting events per wall-clock bucket.
+    ``client_kwargs``: more keyword arguments for the client (e.g. ``uamqp_transport``, see
+    benchmarks/sdk_receive_transport.py)."""
     from azure.eventhub.aio import EventHubConsumerClient
 
     client = EventHubConsumerClient.from_connection_string(
-        connection_string, consumer_group, eventhub_name=eventhub
+        connection_string, consumer_group, eventhub_name=eventhub, **(client_kwargs or {})
     )
     count = 0
     first: float | None = None

@@ -311,11 +311,35 @@ class FailoverDriver:
         return None
 
 
+#: Locust messages of the distributed mode (``scenarios/users.py``): worker -> master
+MSG_PRODUCED = "enginehub-produced"  # data: the worker's ProducedLog.to_json(), at its test_stop
+MSG_PRODUCER_DONE = "enginehub-producer-done"  # data: 1, when one producer user has sent its share
+#: master -> workers when the load ends: stop producing, send MSG_PRODUCED (the master's headless stop
+#: ends the workers only after its own test_stop, so it asks for their logs first)
+MSG_REPORT_REQUEST = "enginehub-report-request"
+#: seconds the master waits after the stop for the produced-id logs of its workers
+WORKER_LOG_TIMEOUT = 30.0
+
+
 @dataclass
 class Run:
-    """Shared state of one load run inside one Locust process (or a script)."""
+    """Shared state of one load run inside one Locust process (or a script).
+
+    ``role``: ``local`` (one Locust process does everything), or Locust's distributed mode: ``worker``
+    processes run the producer users (producer ``i`` of worker ``w`` of ``workers`` is the run's producer
+    ``i * workers + w``, so ids and partitions are the same as with one process) and send their
+    produced-id logs with ``send`` when they stop; the ``master`` runs the shape, the visibility probe,
+    the failover driver and the analysis, on the logs of all its workers merged."""
 
     opts: Any
+    role: str = "local"
+    worker_index: int = 0
+    workers: int = 1
+    send: Callable[[str, Any], None] | None = None
+    remote_done: int = 0  # master: producer users of the workers that sent their share
+    worker_logs: dict[str, ProducedLog] = field(default_factory=dict)  # master: by worker id
+    reported: bool = False  # worker: its log went to the master
+    gathered: bool = False  # master: the workers' logs are merged into ``produced``
     produced: ProducedLog = field(default_factory=ProducedLog)
     started: float | None = None
     probe: VisibilityProbe | None = None
@@ -334,7 +358,53 @@ class Run:
     def next_index(self) -> int:
         with self._lock:
             self._users += 1
-            return self._users - 1
+            local = self._users - 1
+        if self.role == "worker":
+            return local * max(self.workers, 1) + self.worker_index
+        return local
+
+    def producer_done(self) -> None:
+        """A producer user sent its share: a worker tells the master, whose shape waits for all."""
+        if self.role == "worker" and self.send is not None:
+            self.send(MSG_PRODUCER_DONE, 1)
+
+    def add_worker_log(self, worker: str, data: dict[str, Any]) -> None:
+        """Master: the produced-id log a worker sent when it stopped."""
+        with self._lock:
+            self.worker_logs[worker] = ProducedLog.from_json(data)
+
+    def report_to_master(self, sleep: Callable[[float], None] = time.sleep, timeout: float = 10.0) -> None:
+        """Worker, on the master's request: stop producing, let a batch in flight finish (bounded; one
+        cut off is recorded as unconfirmed), send the produced-id log once."""
+        if self.role != "worker" or self.reported:
+            return
+        for p in self.producers:
+            p.max_events = min(p.max_events, p.n)  # done: no further batch
+        deadline = time.monotonic() + timeout
+        while any(p._pending is not None for p in self.producers) and time.monotonic() < deadline:
+            sleep(0.05)
+        for p in self.producers:
+            if p._pending is not None:
+                self.produced.record(p.prefix, p._pending[0], p._pending[1], False)
+                p._pending = None
+        self.reported = True
+        if self.send is not None:
+            self.send(MSG_PRODUCED, self.produced.to_json())
+
+    def gather(self, sleep: Callable[[float], None] = time.sleep) -> None:
+        """Master: ask every worker for its produced-id log, wait for them (bounded), merge them."""
+        if self.role != "master" or self.gathered:
+            return
+        if self.send is not None:
+            self.send(MSG_REPORT_REQUEST, None)
+        deadline = time.monotonic() + WORKER_LOG_TIMEOUT
+        while len(self.worker_logs) < self.workers and time.monotonic() < deadline:
+            sleep(0.1)
+        with self._lock:
+            self.gathered = True
+            for log in self.worker_logs.values():
+                self.produced.acked.extend(log.acked)
+                self.produced.unconfirmed.extend(log.unconfirmed)
 
     def new_producer(self, request_event: RequestEvent | None = None) -> ProducerLoop:
         loop = ProducerLoop(self.opts, self.next_index(), self.produced, request_event)
@@ -353,17 +423,20 @@ class Run:
         opts = self.opts
         if run_time < opts.hold:
             return True
-        done = len(self.producers) >= opts.producers and all(p.done for p in self.producers)
+        if self.role == "master":
+            done = self.remote_done >= opts.producers
+        else:
+            done = len(self.producers) >= opts.producers and all(p.done for p in self.producers)
         return not done and run_time < opts.hold + max(5.0, opts.hold * 0.5)
 
     def start(self) -> None:
         self.started = time.time()
-        if self.opts.sink_db:
+        if self.opts.sink_db and self.role != "worker":
             self.probe = VisibilityProbe(self.opts.sink_db, self.opts.table).start()
 
     def start_failover(self, spawn: Callable[[Callable[[], None]], Any]) -> None:
         opts = self.opts
-        if not getattr(opts, "ingest_pids", ""):
+        if not getattr(opts, "ingest_pids", "") or self.role == "worker":
             return
         nodes = {}
         for item in opts.ingest_pids.split(","):
@@ -390,7 +463,17 @@ class Run:
     ) -> dict[str, Any]:
         opts = self.opts
         ended = time.time()
+        if self.role == "worker":  # the master analyses; the worker only hands over its ids (once)
+            self.report_to_master(sleep)
+            self.result = {"run_id": opts.run_id, "produced": self.produced.produced, "role": "worker"}
+            return self.result
+        missing = 0
+        if self.role == "master":
+            self.gather(sleep)
+            missing = self.workers - len(self.worker_logs)
         result: dict[str, Any] = {"run_id": opts.run_id, "produced": self.produced.produced}
+        if self.role == "master":
+            result["locust_workers"] = len(self.worker_logs)
         result["unconfirmed"] = sum(last - first + 1 for _, first, last in self.produced.unconfirmed)
         result["request_stats"] = request_stats or {}
         if self.failover is not None and not self.failover.done.wait(self.failover.timeout * 2 + 5):
@@ -423,6 +506,8 @@ class Run:
                 seconds = self.failover.takeover(what)
                 if seconds is None or seconds > limit:
                     self.failures.append(f"{what} takeover {seconds} s > {limit} s")
+        if missing > 0:  # their events count as neither produced nor lost: the run cannot be judged
+            self.failures.append(f"{missing} of {self.workers} Locust workers sent no produced-id log")
         result["failures"] = self.failures
         self.result = result
         if opts.report_json:

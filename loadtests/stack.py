@@ -102,6 +102,8 @@ class IngestSettings:
     starting_position: str = "earliest"
     #: ``ingest --event-loop`` (the SDK baseline runs on the same loop)
     event_loop: str = DEFAULT_LOOP
+    #: ``ingest --lag-interval`` (0: the SDK's per-event runtime metric; the baseline receives alike)
+    lag_interval: float = 0.0
 
 
 def start_node(
@@ -135,6 +137,8 @@ def start_node(
             settings.starting_position,
             "--event-loop",
             settings.event_loop,
+            "--lag-interval",
+            str(settings.lag_interval),
         ],
     )
 

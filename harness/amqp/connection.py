@@ -375,7 +375,7 @@ class AMQPConnection(asyncio.Protocol):
         channel_max: int = 4999,
         idle_time_out_ms: int | None = 240_000,
         session_window: int = DEFAULT_WINDOW,
-        sasl_mechanisms: tuple[str, ...] = ("ANONYMOUS", "PLAIN", "EXTERNAL"),
+        sasl_mechanisms: tuple[str, ...] = ("ANONYMOUS", "PLAIN", "EXTERNAL", "MSSBCBS"),
         allow_no_sasl: bool = True,
     ) -> None:
         self.handler = handler

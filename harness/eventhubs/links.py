@@ -360,8 +360,16 @@ class EventHubsHandler(ConnectionHandler):
                 reply = cbs.response(request_id, 200, "OK", body)
             except ManagementError as exc:
                 reply = cbs.response(request_id, exc.status, exc.description)
+        if delivery.settled:
+            self._reply(link.session, node, reply)
+            return None
+        # The request's disposition goes out before its response: uAMQP's management client drops a
+        # response whose request has no send confirmation yet ("Did not receive send confirmation for
+        # pending operation"), as the real service never answers first.
+        link.session.queue_disposition(delivery.delivery_id, _ACCEPTED)
+        link.session.flush_dispositions()
         self._reply(link.session, node, reply)
-        return _ACCEPTED
+        return None
 
     def _management_authorized(self, props: dict[Any, Any]) -> bool:
         """A $cbs token covering the hub, or a valid ``security_token`` application property for it."""

@@ -6,9 +6,15 @@ binds the AMQP port (0 = a free port) and the health port (GET /health, 0 = free
 namespace-level connection string with ``UseDevelopmentEmulator=true``; ``connection_string_for(hub)``
 adds ``EntityPath``.
 
-Limitations (documented, not bugs): no TLS/WebSocket transport (``UseDevelopmentEmulator=true`` means
-plain AMQP on the given port), JWT (Entra ID) tokens are refused, $management supports READ only, Kafka is
-not spoken.
+AMQPS (optional): with ``tls=ServerCerts`` (``enginehub.harness.iothub.certs``, written to a directory)
+the same namespace is also served over TLS on ``tls_port`` (0 = a free port). That is the transport the
+SDK's ``uamqp_transport=True`` needs: uAMQP always speaks TLS and ignores ``UseDevelopmentEmulator``.
+``sdk_tls_kwargs()`` gives the client keyword arguments that point the SDK at it (the connection string
+stays the plain one). uAMQP authenticates with SASL ``MSSBCBS`` and a ``$cbs`` token, both served.
+
+Limitations (documented, not bugs): no WebSocket transport (``UseDevelopmentEmulator=true`` means plain
+AMQP on the given port), JWT (Entra ID) tokens are refused, $management supports READ only, Kafka is not
+spoken.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import asyncio
 import collections
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from enginehub.harness.amqp.connection import AMQPConnection
 from enginehub.harness.amqp.errors import Condition
@@ -26,6 +33,10 @@ from enginehub.harness.eventhubs.health import HealthServer
 from enginehub.harness.eventhubs.links import MAX_NON_EPOCH_READERS, Consumer, EventHubsHandler
 from enginehub.harness.eventhubs.state import EventHubsStore
 from enginehub.harness.runtime import LoopThread
+
+if TYPE_CHECKING:
+    from enginehub.harness.iothub.certs import ServerCerts
+    from enginehub.harness.iothub.tls import TlsServer
 
 LOG = logging.getLogger(__name__)
 
@@ -65,13 +76,20 @@ class EventHubsEmulator:
         http_port: int | None = 5300,
         *,
         max_frame_size: int = 65536,
+        tls: ServerCerts | None = None,
+        tls_port: int = 0,
     ) -> None:
+        if tls is not None and (tls.cert_path is None or tls.key_path is None or tls.ca_path is None):
+            raise ValueError("tls: write the certificates to a directory first (ServerCerts.write)")
         self.config = config
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self.host = host
         self.port = port
         self.http_port = http_port
         self.max_frame_size = max_frame_size
+        self.tls = tls
+        self.tls_port: int | None = tls_port if tls is not None else None
+        self._tls_server: TlsServer | None = None
         self.store: EventHubsStore | None = None  # type: ignore[assignment]
         self.ready = asyncio.Event()
         self.state = "created"
@@ -94,6 +112,13 @@ class EventHubsEmulator:
                 self._protocol, self.host, self.port, reuse_address=True, backlog=4096
             )  # a burst of connects must not drop a client SYN: pyamqp gives up after 1 s
             self.port = self._server.sockets[0].getsockname()[1]
+            if self.tls is not None:
+                from enginehub.harness.iothub.tls import start_tls_server
+
+                self._tls_server = await start_tls_server(
+                    loop, self._protocol, self.host, self.tls_port or 0, self.tls.server_context()
+                )
+                self.tls_port = self._tls_server.sockets[0].getsockname()[1]
             if self.http_port is not None:
                 self._http = HealthServer(self.host, self.http_port, check=self._health_check)
                 await self._http.start()
@@ -108,7 +133,11 @@ class EventHubsEmulator:
         self.state = "running"
         self.ready.set()
         LOG.info(
-            "Event Hubs emulator listening on %s:%s (hubs: %s)", self.host, self.port, ", ".join(self.hubs)
+            "Event Hubs emulator listening on %s:%s%s (hubs: %s)",
+            self.host,
+            self.port,
+            f", AMQPS on {self.tls_port}" if self._tls_server is not None else "",
+            ", ".join(self.hubs),
         )
 
     async def stop(self) -> None:
@@ -120,6 +149,8 @@ class EventHubsEmulator:
             self._trimmer = None
         if self._server is not None:
             self._server.close()
+        if self._tls_server is not None:
+            self._tls_server.close()
         for conn in list(self.connections):
             conn.close(Condition.CONNECTION_FORCED, "The emulator is shutting down.")
         if self._server is not None:
@@ -127,6 +158,9 @@ class EventHubsEmulator:
                 await asyncio.wait_for(self._server.wait_closed(), 5)
             except TimeoutError:
                 LOG.warning("listener did not close within 5 s")
+        if self._tls_server is not None:
+            await self._tls_server.wait_closed()
+            self._tls_server = None
         if self._http is not None:
             await self._http.stop()
         self._server = self._http = None
@@ -177,6 +211,14 @@ class EventHubsEmulator:
     def connection_string_for(self, hub: str) -> str:
         return f"{self.connection_string};EntityPath={hub}"
 
+    def sdk_tls_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for an ``azure-eventhub`` client (with :attr:`connection_string`) that make
+        it connect to the AMQPS listener, trusting the emulator's CA: what ``uamqp_transport=True``
+        needs."""
+        if self.tls is None or self.tls_port is None:
+            raise RuntimeError("this emulator has no TLS listener (pass tls=ServerCerts)")
+        return sdk_tls_kwargs(self.host, self.tls_port, str(self.tls.ca_path))
+
     # ----------------------------------------------------------------- receivers (epoch rules)
     def register_consumer(self, consumer: Consumer) -> None:
         """Apply the service's epoch rules for (hub, consumer group, partition); raise to refuse."""
@@ -215,6 +257,17 @@ class EventHubsEmulator:
         if self.state != "running":
             return False, f"Service is {self.state}."
         return self.store.health()
+
+
+def sdk_tls_kwargs(host: str, tls_port: int, ca_path: str) -> dict[str, Any]:
+    """The client keyword arguments of :meth:`EventHubsEmulator.sdk_tls_kwargs` (for another process)."""
+    from azure.eventhub import TransportType
+
+    return {
+        "custom_endpoint_address": f"sb://{host}:{tls_port}",
+        "transport_type": TransportType.Amqp,  # with a custom endpoint the SDK's default is WebSocket
+        "connection_verify": ca_path,
+    }
 
 
 class EmulatorThread(LoopThread):

@@ -8,6 +8,7 @@ import logging
 
 import gevent
 from locust import LoadTestShape, User, events, task
+from locust.runners import MasterRunner, WorkerRunner
 
 from enginehub.loadtests import loadrun
 
@@ -21,6 +22,7 @@ def install(kind: str) -> None:
     global _KIND
     _KIND = kind
     events.init_command_line_parser.add_listener(_options)
+    events.init.add_listener(_init)
     events.test_start.add_listener(_start)
     events.test_stop.add_listener(_stop)
     events.quitting.add_listener(_exit_code)
@@ -30,9 +32,50 @@ def _options(parser, **_kw):
     loadrun.add_arguments(parser, _KIND)
 
 
+def _init(environment, **_kw):
+    """Distributed mode (``--master``/``--worker``): the master hears from its workers."""
+    runner = environment.runner
+    if isinstance(runner, MasterRunner):
+        runner.register_message(loadrun.MSG_PRODUCED, _on_produced)
+        runner.register_message(loadrun.MSG_PRODUCER_DONE, _on_producer_done)
+    elif isinstance(runner, WorkerRunner):
+        runner.register_message(loadrun.MSG_REPORT_REQUEST, _on_report_request, concurrent=True)
+
+
+def _on_report_request(environment, msg, **_kw):
+    if RUN is None:
+        return
+    send_stats = getattr(environment.runner, "_send_stats", None)
+    RUN.report_to_master(gevent.sleep)
+    if send_stats is not None:  # the request stats up to now, before the master reads them
+        send_stats()
+
+
+def _on_produced(environment, msg, **_kw):
+    if RUN is not None:
+        RUN.add_worker_log(msg.node_id, msg.data)
+
+
+def _on_producer_done(environment, msg, **_kw):
+    if RUN is not None:
+        RUN.remote_done += int(msg.data or 1)
+
+
 def _start(environment, **_kw):
     global RUN
-    RUN = loadrun.Run(environment.parsed_options)
+    runner, opts = environment.runner, environment.parsed_options
+    if isinstance(runner, MasterRunner):
+        RUN = loadrun.Run(opts, role="master", workers=int(opts.expect_workers), send=runner.send_message)
+    elif isinstance(runner, WorkerRunner):
+        RUN = loadrun.Run(
+            opts,
+            role="worker",
+            worker_index=runner.worker_index,
+            workers=int(getattr(opts, "expect_workers", 1) or 1),
+            send=runner.send_message,
+        )
+    else:
+        RUN = loadrun.Run(opts)
     RUN.start()
     RUN.start_failover(gevent.spawn)
 
@@ -51,6 +94,7 @@ def _request_stats(environment):
 
 def _stop(environment, **_kw):
     if RUN is not None:
+        RUN.gather(gevent.sleep)  # master: the workers' ids and request stats first
         result = RUN.finish(sleep=gevent.sleep, request_stats=_request_stats(environment))
         LOG.info("load result: %s", result)
 
@@ -76,6 +120,7 @@ class EventHubProducer(User):
 
     def on_start(self):
         self.loop = RUN.new_producer(self.environment.events.request)
+        self.reported_done = False
 
     @task
     def send_batch(self):
@@ -83,6 +128,9 @@ class EventHubProducer(User):
             self.loop.step()
         except Exception:  # already reported through the request event; keep the user alive
             LOG.debug("batch failed", exc_info=True)
+        if self.loop.done and not self.reported_done:
+            self.reported_done = True
+            RUN.producer_done()
 
     def wait_time(self):
         return self.loop.wait()
