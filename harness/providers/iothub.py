@@ -84,24 +84,8 @@ def trust_ca(ca_cert: str) -> str:
     OpenSSL's default file (``SSL_CERT_FILE``, which uamqp, so ``send_c2d_message``, reads) gets the CA
     too (:func:`trust_ca_openssl`)."""
     trust_ca_openssl(ca_cert)
-    ca = Path(ca_cert).read_text()
     current = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-    if current is None:
-        import certifi
-
-        current = certifi.where()
-    try:
-        base = Path(current).read_text()
-    except OSError as exc:
-        LOG.warning("CA bundle %s unreadable (%s): trusting the emulator's CA only", current, exc)
-        base = ""
-    if ca.strip() in base:
-        return current
-    bundle = Path(ca_cert).with_name("requests-ca-bundle.pem")
-    bundle.write_text(base.rstrip("\n") + "\n" + ca)
-    os.environ["REQUESTS_CA_BUNDLE"] = str(bundle)
-    LOG.info("REQUESTS_CA_BUNDLE=%s (%s + the emulator's CA)", bundle, current)
-    return str(bundle)
+    return _extend_bundle("REQUESTS_CA_BUNDLE", current, ca_cert, "requests-ca-bundle.pem")
 
 
 def trust_ca_openssl(ca_cert: str) -> str:
@@ -111,23 +95,31 @@ def trust_ca_openssl(ca_cert: str) -> str:
     Python's own default contexts read it too, so nothing they trusted before is lost. Returns its path."""
     import ssl
 
-    ca = Path(ca_cert).read_text()
     current = os.environ.get("SSL_CERT_FILE") or ssl.get_default_verify_paths().openssl_cafile
-    if not current or not Path(current).is_file():
+    if current and not Path(current).is_file():
+        current = None
+    return _extend_bundle("SSL_CERT_FILE", current, ca_cert, "openssl-ca-bundle.pem")
+
+
+def _extend_bundle(var: str, current: str | None, ca_cert: str, name: str) -> str:
+    """Set ``var`` to a bundle ``name`` next to ``ca_cert`` = ``current`` (certifi's when None) + the CA;
+    ``current`` itself when it already holds the CA. Returns the path ``var`` now names."""
+    if not current:
         import certifi
 
         current = certifi.where()
+    ca = Path(ca_cert).read_text()
     try:
         base = Path(current).read_text()
     except OSError as exc:
-        LOG.warning("CA file %s unreadable (%s): OpenSSL trusts the emulator's CA only", current, exc)
+        LOG.warning("CA bundle %s unreadable (%s): %s trusts the emulator's CA only", current, exc, var)
         base = ""
     if ca.strip() in base:
         return current
-    bundle = Path(ca_cert).with_name("openssl-ca-bundle.pem")
+    bundle = Path(ca_cert).with_name(name)
     bundle.write_text(base.rstrip("\n") + "\n" + ca)
-    os.environ["SSL_CERT_FILE"] = str(bundle)
-    LOG.info("SSL_CERT_FILE=%s (%s + the emulator's CA)", bundle, current)
+    os.environ[var] = str(bundle)
+    LOG.info("%s=%s (%s + the emulator's CA)", var, bundle, current)
     return str(bundle)
 
 
