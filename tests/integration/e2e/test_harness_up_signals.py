@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from enginehub.harness.providers.base import azurite_missing
-from enginehub.harness.testing.processes import descendants, group_members, running
+from enginehub.harness.testing.processes import descendants, group_members, kill_running, running
 from enginehub.harness.testing.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -59,10 +59,7 @@ def harness_up(
 
     yield start
     for proc, kids in started:  # only our own processes, by pid
-        for pid in [proc.pid, *kids]:
-            if running(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+        kill_running([proc.pid, *kids])
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(10)
         proc.stdout.close()

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from enginehub.harness.testing.processes import child_pids, group_members, running
+from enginehub.harness.testing.processes import child_pids, group_members, kill_running, running
 from enginehub.harness.testing.waiting import wait_until
 from enginehub.ingest.checkpoint_file import FileCheckpointStore
 from enginehub.ingest.testing import (
@@ -71,10 +71,7 @@ class Node:
 
     def cleanup(self) -> None:
         """SIGKILL whatever of our own is still running (by pid), and reap the node."""
-        for pid in [*child_pids(self.pid), self.pid]:
-            if running(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+        kill_running([*child_pids(self.pid), self.pid])
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(10)
 

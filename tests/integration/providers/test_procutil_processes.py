@@ -5,7 +5,6 @@ is starting."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -15,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from enginehub.harness.testing.processes import running
+from enginehub.harness.testing.processes import kill_running, running
 from enginehub.harness.testing.waiting import wait_until
 
 pytestmark = [
@@ -39,10 +38,7 @@ PARENT = textwrap.dedent(
 def pids() -> Iterator[list[int]]:
     mine: list[int] = []
     yield mine
-    for pid in mine:  # our own processes only, by pid
-        if running(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+    kill_running(mine)  # our own processes only, by pid
 
 
 @pytest.mark.parametrize("hook", ["hook", "none"])

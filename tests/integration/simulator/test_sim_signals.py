@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from enginehub.harness.testing.processes import descendants, group_members, running
+from enginehub.harness.testing.processes import descendants, group_members, kill_running, running
 from enginehub.harness.testing.waiting import wait_until
 from enginehub.simulator.selfhost import count_rows
 
@@ -60,10 +60,7 @@ class Simulate:
         return [p for p in self.seen if running(p)]
 
     def cleanup(self) -> None:
-        for pid in [self.pid, *self.alive()]:
-            if running(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+        kill_running([self.pid, *self.alive()])
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(10)
 
