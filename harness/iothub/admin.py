@@ -42,6 +42,17 @@ from enginehub.harness.iothub.state import C2DMessage
 
 LOG = logging.getLogger(__name__)
 
+#: the fields of POST /devices/{id}/messages (in the order the unknown-field error lists them)
+C2D_FIELDS = (
+    "body",
+    "contentEncoding",
+    "contentType",
+    "correlationId",
+    "messageId",
+    "properties",
+    "ttlSeconds",
+)
+
 
 def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(text=json.dumps(data), status=status, content_type="application/json")
@@ -51,7 +62,10 @@ def _error(status: int, message: str) -> web.Response:
     return _json({"error": message}, status)
 
 
-async def _body(request: web.Request, *, required: bool = False) -> dict[str, Any]:
+async def _body(
+    request: web.Request, *, required: bool = False, known: tuple[str, ...] | None = None
+) -> dict[str, Any]:
+    """The request's JSON object ({} when empty and not ``required``); 400 for a field not in ``known``."""
     raw = await request.read()
     if not raw:
         if required:
@@ -63,6 +77,9 @@ async def _body(request: web.Request, *, required: bool = False) -> dict[str, An
         raise RegistryError(f"body is not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise RegistryError("body must be a JSON object")
+    unknown = set() if known is None else set(data) - set(known)
+    if unknown:
+        raise RegistryError(f"unknown field(s) {sorted(unknown)}; known: {', '.join(known or ())}")
     return data
 
 
@@ -160,12 +177,7 @@ class AdminServer:
         return _json([self._device_json(d) for d in sorted(self.hub.registry.devices)])
 
     async def create_device(self, request: web.Request) -> web.Response:
-        body = await _body(request)
-        unknown = set(body) - {"primaryKey", "secondaryKey", "status"}
-        if unknown:
-            raise RegistryError(
-                f"unknown field(s) {sorted(unknown)}; known: primaryKey, secondaryKey, status"
-            )
+        body = await _body(request, known=("primaryKey", "secondaryKey", "status"))
         dev = self.hub.registry.create(
             request.match_info["id"],
             body.get("primaryKey"),
@@ -201,13 +213,7 @@ class AdminServer:
         return _json({"version": version})
 
     async def invoke_method(self, request: web.Request) -> web.Response:
-        body = await _body(request)
-        unknown = set(body) - {"payload", "responseTimeoutInSeconds", "connectTimeoutInSeconds"}
-        if unknown:
-            raise RegistryError(
-                f"unknown field(s) {sorted(unknown)}; known: payload, responseTimeoutInSeconds, "
-                "connectTimeoutInSeconds"
-            )
+        body = await _body(request, known=("payload", "responseTimeoutInSeconds", "connectTimeoutInSeconds"))
         timeout, connect_timeout = method_timeouts(body)
         status, payload = await self.hub.invoke_method(
             request.match_info["id"],
@@ -219,19 +225,7 @@ class AdminServer:
         return _json({"status": status, "payload": payload})
 
     async def send_c2d(self, request: web.Request) -> web.Response:
-        body = await _body(request, required=True)
-        known = {
-            "body",
-            "properties",
-            "messageId",
-            "correlationId",
-            "contentType",
-            "contentEncoding",
-            "ttlSeconds",
-        }
-        unknown = set(body) - known
-        if unknown:
-            raise RegistryError(f"unknown field(s) {sorted(unknown)}; known: {', '.join(sorted(known))}")
+        body = await _body(request, required=True, known=C2D_FIELDS)
         text = body.get("body")
         if not isinstance(text, str):
             raise RegistryError("'body' (a string) is required")

@@ -61,6 +61,21 @@ async def test_bad_input_gives_clear_errors(api, method, path, body, status):
     assert data["error"]
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("PUT", "/devices/x", {"colour": "red"}),
+        ("POST", "/devices/x/methods/setRate", {"payload": 1, "timeoutSeconds": 5}),
+        ("POST", "/devices/x/messages", {"body": "hi", "priority": "high"}),
+    ],
+)
+async def test_unknown_fields_are_named_and_nothing_is_done(api, hub, method, path, body):
+    status, data = await _json(await api.request(method, path, json=body))
+    (unknown,) = set(body) - {"payload", "body"}
+    assert status == 400 and f"unknown field(s) ['{unknown}']" in data["error"], data
+    assert "x" not in hub.registry.devices
+
+
 async def test_not_json_body(api):
     resp = await api.patch("/faults", data=b"{oops", headers={"Content-Type": "application/json"})
     status, data = await _json(resp)
