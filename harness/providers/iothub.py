@@ -55,6 +55,22 @@ class IotHubEndpoint:
     #: a real hub's is ``connection_string`` itself
     service_connection_string: str | None = None
 
+    @classmethod
+    def of_local(cls, stack: Any) -> IotHubEndpoint:
+        """The endpoint of a running in-process ``harness.bridge.LocalIotHub`` and its built-in endpoint."""
+        hub = stack.iothub
+        return cls(
+            provider="local",
+            hostname=hub.hostname,
+            connection_string=hub.connection_string,
+            group_key=hub.registry.group_key,
+            eventhub_connection_string=stack.iothub_eventhub_connection_string,
+            eventhub_name=stack.eventhub_name,
+            gateway_host=hub.gateway_host,
+            ca_cert=str(hub.ca_cert_path),
+            service_connection_string=hub.service_connection_string,
+        )
+
     def registry_manager(self) -> Any:
         """An ``azure.iot.hub.IoTHubRegistryManager`` for this hub (emulator: see :func:`trust_ca`)."""
         from azure.iot.hub import IoTHubRegistryManager
@@ -133,19 +149,10 @@ def _local(partitions: int) -> tuple[IotHubEndpoint, Callable[[], None]]:
         stack = runner.start()
     except Exception as exc:
         raise ProviderUnavailable(f"the service did not start: {exc!r}") from exc
-    hub = stack.iothub
-    endpoint = IotHubEndpoint(
-        provider="local",
-        hostname=hub.hostname,
-        connection_string=hub.connection_string,
-        group_key=hub.registry.group_key,
-        eventhub_connection_string=stack.iothub_eventhub_connection_string,
-        eventhub_name=stack.eventhub_name,
-        gateway_host=hub.gateway_host,
-        ca_cert=str(hub.ca_cert_path),
-        service_connection_string=hub.service_connection_string,
+    endpoint = IotHubEndpoint.of_local(stack)
+    LOG.info(
+        "local IoT Hub %s on %s:8883, built-in endpoint %s", endpoint.hostname, host, stack.eventhub_name
     )
-    LOG.info("local IoT Hub %s on %s:8883, built-in endpoint %s", hub.hostname, host, stack.eventhub_name)
     return endpoint, runner.stop
 
 

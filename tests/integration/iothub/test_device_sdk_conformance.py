@@ -408,16 +408,7 @@ def own_stack() -> Iterator[OwnStack]:
     runner = LoopThread(lambda: LocalIotHub(host=host, partitions=4), name="conformance-stack")
     stack = runner.start()
     hub = stack.iothub
-    endpoint = IotHubEndpoint(
-        provider="local",
-        hostname=hub.hostname,
-        connection_string=hub.connection_string,
-        group_key=hub.registry.group_key,
-        eventhub_connection_string=stack.iothub_eventhub_connection_string,
-        eventhub_name=stack.eventhub_name,
-        gateway_host=hub.gateway_host,
-        ca_cert=str(hub.ca_cert_path),
-    )
+    endpoint = IotHubEndpoint.of_local(stack)
     try:
         yield OwnStack(runner, stack, endpoint)
     finally:
