@@ -53,8 +53,9 @@ from typing import Any
 from enginehub.harness.procutil import die_with_parent, ignore_stop_signals, stop_signals_blocked
 from enginehub.ingest.eventloop import DEFAULT_LOOP, EVENT_LOOPS, run
 from enginehub.ingest.metrics import Metrics
-from enginehub.ingest.model import DeadLetter, EventRecord, SinkConfigError, SinkUnavailableError
-from enginehub.ingest.rules import RuleSet, route_batch
+from enginehub.ingest.model import DeadLetter, EventRecord, Row, SinkConfigError, SinkUnavailableError
+from enginehub.ingest.payloads import PayloadFormatError, parse_payload
+from enginehub.ingest.rules import Routed, Rule, RuleSet, _route_into, route_batch
 from enginehub.ingest.sinks.base import Sink
 
 LOG = logging.getLogger(__name__)
@@ -197,6 +198,116 @@ def unpack_events(
         else:
             dead.append(item)
     return records, dead
+
+
+#: annotations that end up as top-level metadata only (consumer.REDUNDANT_SYSTEM_PROPERTIES; a test keeps
+#: the two equal): an event whose annotations are all among them has empty system properties
+_PLAIN_ANNOTATIONS = frozenset({_SEQ, _OFFSET, _ENQUEUED, b"x-opt-partition-key"})
+_text: Callable[[Any], str | None] | None = None  # consumer._text (consumer imports this module)
+
+
+def catch_all(rules: RuleSet) -> Rule | None:
+    """The rule set's only rule when it matches every event (no source, device or property filter)."""
+    if len(rules.rules) != 1:
+        return None
+    rule = rules.rules[0]
+    if rule.eventhub is None and rule.consumer_group is None and not rule.device_id and not rule.properties:
+        return rule
+    return None
+
+
+def _plain_row(item: tuple[Any, ...], rule: Rule, context: dict[str, Any], partition_id: str) -> Row | None:
+    """The row :func:`route_packed`'s general path makes of a *plain* packed event for a catch-all rule,
+    built without the intermediate :class:`EventRecord`; None when the event is not plain (annotations
+    other than the four top-level ones, application properties, message properties other than the id
+    and content type) or does not become a row (a payload that is not UTF-8 or does not parse): the
+    general path then handles it, dead letter and reason included."""
+    annotations, props, app, body = item
+    if app or type(annotations) is not dict or not annotations.keys() <= _PLAIN_ANNOTATIONS:
+        return None
+    seq = annotations.get(_SEQ)
+    offset = annotations.get(_OFFSET)
+    if type(seq) is not int or type(offset) is not bytes:
+        return None
+    message_id = content_type = None
+    if props is not None:
+        if props[1] or props[2] or props[3] or props[4] or props[5] or props[10]:
+            return None
+        message_id, content_type = props[0], props[6]
+        if not (message_id is None or type(message_id) is str):
+            return None
+    assert _text is not None
+    try:
+        text = body.decode("utf-8")
+        columns = parse_payload(rule.format, text)
+        offset_text = offset.decode("UTF-8")
+    except (UnicodeDecodeError, PayloadFormatError):
+        return None
+    stamp = annotations.get(_ENQUEUED)
+    enqueued = dt.datetime.fromtimestamp(float(stamp) / 1000, dt.UTC) if stamp else None
+    return Row(
+        table=rule.table,
+        key=f"mid:{message_id}" if message_id else f"seq:{partition_id}:{seq}",
+        partition_context=context,
+        event_metadata={
+            "sequence_number": seq,
+            "offset": offset_text,
+            "enqueued_time": enqueued.isoformat() if enqueued else None,
+            "device_id": None,
+            "message_id": message_id,
+            "partition_key": _text(annotations.get(b"x-opt-partition-key")),
+            "content_type": _text(content_type),
+            "system_properties": {},
+            "properties": {},
+        },
+        ts=enqueued,
+        payload=text,
+        columns=columns,
+        partition_id=partition_id,
+        sequence_number=seq,
+        raw=body,
+    )
+
+
+def route_packed(
+    items: list[Any], eventhub: str, consumer_group: str, partition_id: str, rules: RuleSet
+) -> tuple[Routed, list[DeadLetter]]:
+    """``route_batch(unpack_events(items))``: (the routed rows and dead letters, the unreadable events'
+    dead letters), the same values in the same order (tested for equality on generated events). Under a
+    catch-all rule (:func:`catch_all`, the default rule set) a plain event becomes its row directly, which
+    skips the record and the rule matching: 13.3 -> 11.1 us per event for the routing, 22.5 -> 21.0 us with
+    the SQLite write (``benchmarks/ingest_worker_cpu.py``); every other event takes the general path."""
+    global _text
+    rule = catch_all(rules)
+    if rule is None:
+        records, unreadable = unpack_events(items, eventhub, consumer_group, partition_id)
+        return route_batch(records, rules), unreadable
+    if _text is None:
+        from enginehub.ingest.consumer import _text
+    out = Routed()
+    dead: list[DeadLetter] = []
+    context = {"eventhub": eventhub, "consumer_group": consumer_group, "partition_id": partition_id}
+    for item in items:
+        if type(item) is tuple:
+            try:
+                row = _plain_row(item, rule, context, partition_id)
+            except Exception:  # odd values (a stamp out of range...): the general path decides
+                row = None
+            if row is not None:
+                out.rows.append(row)
+                continue
+            try:
+                record = record_from_packed(item, eventhub, consumer_group, partition_id)
+            except Exception as exc:
+                dead.append(_unreadable(item, exc, eventhub, consumer_group, partition_id))
+                continue
+        elif isinstance(item, EventRecord):
+            record = item
+        else:
+            dead.append(item)
+            continue
+        _route_into(out, record, rules, context)
+    return out, dead
 
 
 def _unreadable(item: tuple[Any, ...], exc: Exception, eventhub: str, cg: str, pid: str) -> DeadLetter:
@@ -445,8 +556,7 @@ class _Worker:
             rows: list[Any] = []
             dls: list[Any] = []
             for _, _, eventhub, cg, pid, items in group:
-                records, unreadable = unpack_events(items, eventhub, cg, pid)
-                routed = route_batch(records, self.rules)
+                routed, unreadable = route_packed(items, eventhub, cg, pid, self.rules)
                 rows += routed.rows
                 dls += routed.dead_letters
                 dls += unreadable

@@ -1,5 +1,7 @@
 """The sink worker's packing: what the receiving process sends (pack_events) and what the worker rebuilds
-(record_from_packed) must give exactly the EventRecord that to_record makes of the same SDK EventData."""
+(record_from_packed) must give exactly the EventRecord that to_record makes of the same SDK EventData; and its
+one-pass routing (route_packed) exactly what unpack_events + route_batch give: the same rows and dead letters
+in the same order, for every rule set (under a catch-all rule plain events skip the EventRecord)."""
 
 from __future__ import annotations
 
@@ -10,9 +12,13 @@ from azure.eventhub._pyamqp.message import Message, Properties
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from enginehub.ingest import consumer, worker
 from enginehub.ingest.consumer import to_record
 from enginehub.ingest.model import DeadLetter, EventRecord
-from enginehub.ingest.worker import _frame, _unframe, pack_events, unpack_events
+from enginehub.ingest.payloads import FORMATS
+from enginehub.ingest.rules import Rule, RuleSet, route_batch
+from enginehub.ingest.testing import seed_line
+from enginehub.ingest.worker import _frame, _unframe, pack_events, route_packed, unpack_events
 
 
 def roundtrip(obj: object) -> object:
@@ -130,3 +136,106 @@ def test_plain_batches_travel_in_marshal_and_anything_else_in_pickle() -> None:
         assert decoded == message
         records, dead = unpack_events(decoded[5], "eh1", "cg", "0")
         assert not dead and records == [to_record(e, "eh1", "cg", "0") for e in events]
+
+
+# -- route_packed ------------------------------------------------------------------------------------------
+
+WHERE = ("eh1", "$Default", "3")
+
+bodies = st.one_of(
+    st.builds(lambda u, c: seed_line(u, c).encode(), st.integers(1, 200), st.integers(1, 400)),
+    st.builds(
+        lambda u, c: f'{{"unit #": {u}, "cycle #": {c}, "sensor 2": 641.5}}'.encode(),
+        st.integers(1, 9),
+        st.integers(1, 9),
+    ),
+    st.binary(max_size=24),
+    st.just(b"\xff\xfe not utf-8"),
+    st.just(b""),
+)
+
+
+@st.composite
+def plain_messages(draw: st.DrawFn) -> Message:
+    """What the load generators and most devices send: the service's four annotations, maybe a message
+    id (text) and content type, one data section."""
+    annotations: dict[bytes, object] = {
+        b"x-opt-sequence-number": draw(st.integers(0, 2**40)),
+        b"x-opt-offset": str(draw(st.integers(0, 2**40))).encode(),
+    }
+    if draw(st.booleans()):
+        annotations[b"x-opt-enqueued-time"] = draw(st.integers(1, 4_000_000_000_000))
+    if draw(st.booleans()):
+        annotations[b"x-opt-partition-key"] = draw(st.text(max_size=6))
+    props = None
+    if draw(st.booleans()):
+        props = Properties(
+            message_id=draw(st.one_of(st.none(), st.text(max_size=12))),
+            content_type=draw(st.one_of(st.none(), st.sampled_from(["text/plain", "application/json"]))),
+        )
+    return Message(message_annotations=annotations, properties=props, data=[draw(bodies)])
+
+
+rule_sets = st.one_of(
+    st.builds(lambda f: RuleSet((Rule(format=f),)), st.sampled_from(FORMATS)),
+    st.just(RuleSet((Rule(eventhub="eh1"),))),
+    st.just(RuleSet((Rule(eventhub="other"),), unmatched="dead-letter")),
+    st.just(RuleSet((Rule(table="a", format="seed"), Rule(table="b", format="raw")))),
+)
+
+
+def both_ways(msgs: list[Message], rules: RuleSet) -> tuple[object, object]:
+    items = _unframe(_frame(pack_events([EventData._from_message(m) for m in msgs], *WHERE))[4:])
+    records, unreadable = unpack_events(items, *WHERE)
+    expected = route_batch(records, rules)
+    got, got_unreadable = route_packed(items, *WHERE, rules)
+    return (got.rows, got.dead_letters, got.unmatched, got_unreadable), (
+        expected.rows,
+        expected.dead_letters,
+        expected.unmatched,
+        unreadable,
+    )
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(plain_messages(), messages()), min_size=1, max_size=8), rule_sets)
+def test_route_packed_gives_exactly_what_unpack_and_route_batch_give(
+    msgs: list[Message], rules: RuleSet
+) -> None:
+    got, expected = both_ways(msgs, rules)
+    assert got == expected
+
+
+def test_plain_events_under_the_default_rules_skip_the_record(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    plain = [
+        Message(
+            message_annotations={
+                b"x-opt-sequence-number": i,
+                b"x-opt-offset": str(i).encode(),
+                b"x-opt-enqueued-time": 1_700_000_000_000,
+            },
+            properties=Properties(message_id=f"run-{i}"),
+            data=[seed_line(1, 1 + i).encode()],
+        )
+        for i in range(5)
+    ]
+    odd = Message(message_annotations={b"x-opt-sequence-number": 9, b"x-opt-offset": b"9"}, data=[b"\xff"])
+    got, expected = both_ways([*plain, odd], RuleSet())
+    assert got == expected
+    rows, dead, _, _ = got
+    assert [r.key for r in rows] == [f"mid:run-{i}" for i in range(5)]
+    assert len(dead) == 1 and "not UTF-8" in dead[0].reason
+    built = []
+    real = worker.record_from_packed
+    monkeypatch.setattr(worker, "record_from_packed", lambda *a: built.append(a) or real(*a))
+    items = pack_events([EventData._from_message(m) for m in [*plain, odd]], *WHERE)
+    routed, _ = route_packed(items, *WHERE, RuleSet())
+    assert len(routed.rows) == 5
+    assert len(built) == 1  # only the event that did not become a row took the general path
+    assert (
+        worker.catch_all(RuleSet()) is not None and worker.catch_all(RuleSet((Rule(eventhub="x"),))) is None
+    )
+
+
+def test_plain_annotations_are_the_consumers_redundant_system_properties() -> None:
+    assert worker._PLAIN_ANNOTATIONS == consumer.REDUNDANT_SYSTEM_PROPERTIES
