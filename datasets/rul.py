@@ -376,11 +376,10 @@ class RulModel:
             self.models.append(model)
         return self
 
-    def predict_last(self, test: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """(units, predicted RUL at each unit's last cycle), clipped to [0, cap]."""
+    def _last_windows(self, test: pd.DataFrame) -> Dataset:
         if not self.models or self.prep is None:
             raise RuntimeError("fit the model first")
-        data = build_dataset(
+        return build_dataset(
             test,
             self.prep,
             window=self.config.window,
@@ -388,21 +387,16 @@ class RulModel:
             multi_condition=self.multi_condition,
             history=self.config.history,
         )
+
+    def predict_last(self, test: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """(units, predicted RUL at each unit's last cycle), clipped to [0, cap]."""
+        data = self._last_windows(test)
         pred = np.mean([m.predict(data.features) for m in self.models], axis=0)  # type: ignore[attr-defined]
         return data.units, finish(pred, self.config.cap, self.config.snap)
 
     def predict_last_each(self, test: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """(units, (seeds, units) predictions of each seed's model alone), for the spread over seeds."""
-        if not self.models or self.prep is None:
-            raise RuntimeError("fit the model first")
-        data = build_dataset(
-            test,
-            self.prep,
-            window=self.config.window,
-            last_only=True,
-            multi_condition=self.multi_condition,
-            history=self.config.history,
-        )
+        data = self._last_windows(test)
         each = [finish(m.predict(data.features), self.config.cap, self.config.snap) for m in self.models]  # type: ignore[attr-defined]
         return data.units, np.stack(each)
 
