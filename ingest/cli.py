@@ -61,7 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
         "default $EVENTHUB_CONNECTION_STRING",
     )
     p.add_argument(
-        "--sink", default="sqlite:///enginehub.db", help="sqlite:///path.db | crate://host:4200[?schema=doc]"
+        "--sink",
+        default="sqlite:///enginehub.db",
+        help="sqlite:///path.db | crate://host:4200[?schema=doc][&bulk_size=N] (bulk_size: at most N rows "
+        "per CrateDB bulk request; default: one request per table per write)",
     )
     p.add_argument("--eventhub", help="event hub name (not needed when the connection string has EntityPath)")
     p.add_argument("--consumer-group", default="$Default", help="consumer group (default %(default)s)")

@@ -31,13 +31,19 @@ workers, the emulator, Locust and the runner share the rest (``enginehub.loadtes
   ``sdk_receive_baseline_events_per_s`` (the contract), then ``offered_events_per_s``,
   ``baseline_ratio``, ``event_loop`` (the loop the nodes and the bare SDK processes ran on:
   ``--event-loop``), ``sdk_live_receive_events_per_s`` and ``live_baseline_ratio`` (null without
-  ``--live-baseline``), ``cpu_placement`` (``{"nodes": [[0]], "others": [1]}``, null without one);
+  ``--live-baseline``), ``cpu_placement`` (``{"nodes": [[0]], "others": [1]}``, null without one),
+  ``sink_url`` (the nodes' ``--sink``, password redacted);
 - ``failover``: ``crash_takeover_s``, ``graceful_takeover_s``, ``lost``, ``duplicates``, ``rows``,
   ``produced``.
 
 Everything else (steady window, unconfirmed batches, latencies, threshold verdicts, log paths) goes to
 stderr. Exit code: 0 = every threshold met (Locust's, and the baseline ratio's), 1 = a threshold failed,
 2 = the stack (or the baseline of an ``auto`` run) did not start.
+``throughput --sink-url crate://host:4200[?schema=s][&bulk_size=N]`` (or ``http://host:4200``) writes into a
+running CrateDB instead of the SQLite file (``sink`` is then ``crate``): rows are counted after ``REFRESH
+TABLE`` and each row's ``ingested_at`` is its visible time (``enginehub.loadtests.measure.CrateRows``).
+Without ``schema=`` the run gets a fresh schema, whose tables are dropped after a run that passed (as the
+SQLite file is removed; ``--workdir`` keeps them).
 With ``--eventhub-connection-string`` no emulator is started (the hub must exist, with a ``baseline``
 consumer group for the baseline, or ``--baseline-consumer-group``).
 """
@@ -64,6 +70,7 @@ from typing import Any
 from enginehub.harness.testing.processes import IngestNode, child_pids, cpu_seconds
 from enginehub.ingest.eventloop import DEFAULT_LOOP, EVENT_LOOPS
 from enginehub.ingest.eventloop import resolve as resolve_loop
+from enginehub.loadtests.measure import crate_sink_url, redact
 from enginehub.loadtests.placement import Placement, available_cpus, pin, plan
 from enginehub.loadtests.stack import (
     HarnessUp,
@@ -98,6 +105,7 @@ THROUGHPUT_EXTRA_KEYS = (
     "sdk_live_receive_events_per_s",
     "live_baseline_ratio",
     "cpu_placement",
+    "sink_url",
 )
 DEVICE_KEYS = ("events_per_s_sustained", "rows", "lost", "duplicates", "p50_latency_ms", "p99_latency_ms")
 #: the issue's target for sustained / SDK receive baseline: the threshold of an ``auto`` run
@@ -213,6 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--baseline-consumer-group", default="baseline")
     t.add_argument(
+        "--sink-url",
+        default="",
+        help="write into this CrateDB instead of a fresh SQLite file: crate://host:4200[?schema=s]"
+        "[&bulk_size=N] or http://host:4200 (no schema: a fresh one, dropped after a run that passed; "
+        "bulk_size: rows per bulk request of the crate sink)",
+    )
+    t.add_argument(
         "--locust-workers",
         type=int,
         default=0,
@@ -258,10 +273,16 @@ def _warmup(args: argparse.Namespace) -> float:
 
 
 def _locust(
-    args: argparse.Namespace, workdir: Path, cs: str, sink_db: Path | None, extra: list[str], tag: str = ""
+    args: argparse.Namespace,
+    workdir: Path,
+    cs: str,
+    sink_db: Path | None,
+    extra: list[str],
+    tag: str = "",
+    sink_url: str = "",
 ) -> dict[str, Any]:
     """Locust headless with the command's scenario; its report (``locust{tag}-report.json``) as a dict.
-    Without ``sink_db`` it only produces (the live baseline's load)."""
+    Without ``sink_db`` (or ``sink_url``, a CrateDB sink) it only produces (the live baseline's load)."""
     scenario = SCENARIOS / {"failover": "failover.py", "devices": "device_fleet.py"}.get(
         args.command, "throughput.py"
     )
@@ -278,7 +299,9 @@ def _locust(
         argv += ["--partitions", str(args.partitions), "--producers", str(args.producers or args.partitions)]
         argv += ["--producer", args.producer, "--batch-size", str(args.batch_size)]
     argv += ["--target-rate", str(args.target_rate), "--hold", str(args.duration), "--warmup", str(warmup)]
-    if sink_db is not None:
+    if sink_url:
+        argv += ["--sink-url", sink_url]
+    elif sink_db is not None:
         argv += ["--sink-db", str(sink_db)]
     argv += ["--drain-timeout", str(args.drain_timeout)]
     argv += ["--report-json", str(report), *extra]
@@ -528,6 +551,14 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     baseline: float | None = None
     extra: list[str] = []
     passed = False
+    crate_url, crate_schema, crate_fresh = "", "", False
+    if getattr(args, "sink_url", ""):
+        crate_url, crate_schema, crate_fresh = crate_sink_url(args.sink_url, f"lt{uuid.uuid4().hex[:10]}")
+        problem = _crate_problem(crate_url)
+        if problem:
+            LOG.error("the CrateDB sink %s: %s", redact(crate_url), problem)
+            return {}, 2
+        LOG.info("sink: CrateDB %s (schema %s%s)", redact(crate_url), crate_schema, ", fresh" * crate_fresh)
     cpus = available_cpus()
     placement = plan(cpus, args.consumer_nodes) if args.cpu_placement == "auto" else None
     if placement is not None:
@@ -581,7 +612,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
             settings = dataclasses.replace(settings, starting_position=str(last_seq))
             LOG.info("offering %.2f x the baseline: %.0f events/s", args.auto_fraction, args.target_rate)
         for i in range(args.consumer_nodes):
-            sink = f"sqlite:///{sink_db}"
+            sink = crate_url or f"sqlite:///{sink_db}"
             nodes.append(start_node(workdir, f"node-{i}", cs, args.eventhub, sink, checkpoints, settings))
             if placement is not None:
                 pin(nodes[-1].pid, placement.node(i), nodes[-1].name)
@@ -619,7 +650,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
             watched["harness-up"] = stack.proc.pid
         cpu0 = {name: cpu_seconds(pid) for name, pid in watched.items()}
         load0 = os.getloadavg()[0]
-        result = _locust(args, workdir, cs, sink_db, extra)
+        result = _locust(args, workdir, cs, sink_db, extra, sink_url=crate_url)
         cpu = {name: cpu_seconds(pid) for name, pid in watched.items()}
         spent = {k: round(v - cpu0[k], 1) for k, v in cpu.items() if v is not None and cpu0[k] is not None}
         spent["locust"] = result.pop("locust_cpu_s", None)
@@ -651,7 +682,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
             result["sdk_receive_baseline_events_per_s"] = baseline
             result["consumer_nodes"] = args.consumer_nodes
             result["partitions"] = args.partitions
-            result["sink"] = "sqlite"
+            result["sink"] = "crate" if crate_url else "sqlite"
             sustained = result.get("events_per_s_sustained")
             ratio = round(float(sustained) / baseline, 3) if baseline and sustained is not None else None
             result["offered_events_per_s"] = args.target_rate
@@ -664,6 +695,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
             result["sdk_live_receive_events_per_s"] = live
             result["live_baseline_ratio"] = live_ratio
             result["cpu_placement"] = placement.describe() if placement is not None else None
+            result["sink_url"] = redact(crate_url) if crate_url else f"sqlite:///{sink_db}"
             out = {k: result.get(k) for k in (*THROUGHPUT_KEYS, *THROUGHPUT_EXTRA_KEYS)}
             LOG.info("sustained / SDK receive baseline = %s", ratio)
             min_ratio = args.min_baseline_ratio
@@ -688,12 +720,36 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
             stack.stop()
         if not args.workdir:
             tidy_workdir(workdir, passed)
+            if crate_fresh and passed:
+                _drop_crate_schema(crate_url, crate_schema)
         if placement is not None and cpus is not None:
             pin(os.getpid(), cpus)
 
 
 #: what a run writes in bulk (about 1 GB per minute at 19,000 events/s): the sink and the hub's data
 BULKY = ("sink.db", "sink.db-wal", "sink.db-shm", "eventhubs-data", "stack-data")
+
+
+def _crate_problem(url: str) -> str | None:
+    """None when the CrateDB of a sink URL answers ``SELECT 1``, else why not."""
+    from enginehub.harness.providers.cratedb import CrateDBServer
+
+    try:
+        CrateDBServer.from_url(url).query("SELECT 1")
+    except Exception as exc:  # any failure: the run cannot start, and the reason is what matters
+        return f"does not answer SELECT 1: {exc}"
+    return None
+
+
+def _drop_crate_schema(url: str, schema: str) -> None:
+    """The tables of the run's fresh schema, after a run that passed (as its SQLite file is removed)."""
+    from enginehub.harness.providers.cratedb import CrateDBServer
+
+    try:
+        CrateDBServer.from_url(url).drop_schema(schema)
+        LOG.info("CrateDB schema %s dropped (--workdir keeps it)", schema)
+    except Exception as exc:  # tidying up must not change the run's result
+        LOG.warning("could not drop CrateDB schema %s: %s", schema, exc)
 
 
 def tidy_workdir(workdir: Path, passed: bool) -> None:
@@ -728,6 +784,11 @@ def main(argv: list[str] | None = None) -> int:
                 "--target-rate auto writes the baseline's backlog into a local emulator and starts the nodes "
                 "after it: give a --target-rate with --eventhub-connection-string"
             )
+    if getattr(args, "sink_url", ""):
+        try:
+            crate_sink_url(args.sink_url, "x")
+        except ValueError as exc:
+            parser.error(str(exc))
     if getattr(args, "min_live_baseline_ratio", None) is not None and not args.live_baseline:
         parser.error("--min-live-baseline-ratio needs --live-baseline (only then is it measured)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

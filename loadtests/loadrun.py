@@ -29,7 +29,16 @@ from typing import Any
 
 from enginehub.loadtests.clients import RequestEvent
 from enginehub.loadtests.clients.eventhub import RawProducer, SdkProducer, encode_event
-from enginehub.loadtests.measure import ProducedLog, Report, Thresholds, VisibilityProbe, analyze, count_rows
+from enginehub.loadtests.measure import (
+    CrateRows,
+    ProducedLog,
+    Report,
+    Thresholds,
+    VisibilityProbe,
+    analyze,
+    count_rows,
+    summarize,
+)
 from enginehub.loadtests.stack import owners
 
 LOG = logging.getLogger(__name__)
@@ -71,6 +80,12 @@ def add_arguments(parser: Any, kind: str = "throughput") -> None:
         "--warmup", type=float, default=5.0, help="seconds at the start left out of the steady window"
     )
     g.add_argument("--sink-db", default="", help="SQLite file the ingest nodes write (measurement)")
+    g.add_argument(
+        "--sink-url",
+        default="",
+        help="or: the CrateDB sink the ingest nodes write (crate://host:4200?schema=s): rows counted after "
+        "REFRESH TABLE, each row visible at its ingested_at (measurement)",
+    )
     g.add_argument("--table", default="enginehub_events")
     g.add_argument("--run-id", default="", help="id prefix of this run's events (default: random)")
     g.add_argument(
@@ -348,6 +363,7 @@ class Run:
     failures: list[str] = field(default_factory=list)
     result: dict[str, Any] = field(default_factory=dict)
     producers: list[ProducerLoop] = field(default_factory=list)
+    _crate: CrateRows | None = None
     _users: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -429,9 +445,30 @@ class Run:
             done = len(self.producers) >= opts.producers and all(p.done for p in self.producers)
         return not done and run_time < opts.hold + max(5.0, opts.hold * 0.5)
 
+    @property
+    def crate(self) -> CrateRows | None:
+        """The CrateDB sink's rows (``--sink-url``), else None (an SQLite sink, or none)."""
+        url = getattr(self.opts, "sink_url", "")
+        if not url or self.opts.sink_db:
+            return None
+        if self._crate is None:
+            self._crate = CrateRows(url, self.opts.table)
+        return self._crate
+
+    @property
+    def measured(self) -> bool:
+        return bool(self.opts.sink_db or getattr(self.opts, "sink_url", ""))
+
+    def count_rows(self) -> int:
+        prefix = self.opts.run_id + "-"
+        crate = self.crate
+        if crate is not None:
+            return crate.count(prefix)
+        return count_rows(self.opts.sink_db, self.opts.table, prefix)
+
     def start(self) -> None:
         self.started = time.time()
-        if self.opts.sink_db and self.role != "worker":
+        if self.opts.sink_db and self.role != "worker":  # a CrateDB row carries its own time: no probe
             self.probe = VisibilityProbe(self.opts.sink_db, self.opts.table).start()
 
     def start_failover(self, spawn: Callable[[Callable[[], None]], Any]) -> None:
@@ -450,10 +487,11 @@ class Run:
         """Poll until the sink holds as many rows of this run as were acked (bounded by --drain-timeout)."""
         want = self.produced.produced
         deadline = time.monotonic() + self.opts.drain_timeout
-        have = count_rows(self.opts.sink_db, self.opts.table, self.opts.run_id + "-")
+        interval = CrateRows.poll_interval if self.crate is not None else 0.2
+        have = self.count_rows()
         while have < want and time.monotonic() < deadline:
-            sleep(0.2)
-            have = count_rows(self.opts.sink_db, self.opts.table, self.opts.run_id + "-")
+            sleep(interval)
+            have = self.count_rows()
         if have < want:
             LOG.warning("drain timeout: %d of %d rows after %.0f s", have, want, self.opts.drain_timeout)
         return have
@@ -482,18 +520,23 @@ class Run:
         window = (started + opts.warmup, min(started + opts.hold, ended))
         if window[1] > window[0]:  # wall clock: what the live baseline counts its events in
             result["steady_window_epoch"] = [round(window[0], 3), round(window[1], 3)]
-        if opts.sink_db:
+        if self.measured:
             self.wait_drained(sleep)
             if self.probe is not None:
                 self.probe.stop()
-            self.report = analyze(
-                opts.sink_db,
-                opts.table,
-                opts.run_id + "-",
-                self.produced,
-                self.probe.samples if self.probe else [],
-                window if window[1] > window[0] else None,
-            )
+            steady = window if window[1] > window[0] else None
+            crate = self.crate
+            if crate is not None:
+                self.report = summarize(crate.rows(opts.run_id + "-"), self.produced, steady)
+            else:
+                self.report = analyze(
+                    opts.sink_db,
+                    opts.table,
+                    opts.run_id + "-",
+                    self.produced,
+                    self.probe.samples if self.probe else [],
+                    steady,
+                )
             result.update(self.report.to_json())
             thresholds = Thresholds(opts.min_rate, opts.max_lost, opts.max_duplicates, opts.max_p99_ms)
             self.failures = thresholds.failures(self.report)

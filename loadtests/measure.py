@@ -10,6 +10,12 @@
   ``interval`` resolution and no per-row cost in the pipeline.
 - :func:`analyze`: lost = acked ids with no row; duplicates = rows beyond the first for one message id;
   sustained rate = rows that became visible inside the steady window / its length (not the peak).
+- :class:`CrateRows` (a CrateDB sink, ``--sink-url crate://...``): CrateDB has no rowid, and a row is
+  visible to SELECT only after a refresh (every 1 s by default), so each row's own ``ingested_at``
+  (``DEFAULT CURRENT_TIMESTAMP``, set by the server when the bulk insert runs; the row is durable and
+  readable by primary key from then on) is its visible time: no probe. Counting and reading issue
+  ``REFRESH TABLE`` first; the rows are read in pages of ``page`` ids (keyset on the primary key).
+- :func:`summarize`: the same analysis on rows from either sink (pure).
 """
 
 from __future__ import annotations
@@ -144,6 +150,128 @@ def _bounds(prefix: str) -> tuple[str, str]:
     return lo, lo[:-1] + chr(ord(lo[-1]) + 1)
 
 
+@dataclass(frozen=True)
+class SeenRow:
+    """One stored row of a run: its message id, enqueued time and when it became visible (epoch s; None
+    when unknown: an SQLite row after the probe's last sample)."""
+
+    message_id: str | None
+    enqueued: float | None
+    visible: float | None
+
+
+def _epoch(value: Any) -> float | None:
+    """An enqueued/ingested time as stored: ISO text (SQLite JSON) or epoch ms (CrateDB timestamps)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value) / 1000.0
+    return dt.datetime.fromisoformat(str(value)).timestamp()
+
+
+class CrateRows:
+    """The rows of a run in a CrateDB sink table (see the module docstring). ``sink_url``: the ingest
+    nodes' ``--sink`` (``crate://host:4200?schema=s``; credentials in the URL are used)."""
+
+    #: seconds between two counts while waiting for the rows (each count refreshes the table)
+    poll_interval = 0.5
+
+    def __init__(self, sink_url: str, table: str = "enginehub_events", page: int = 50_000) -> None:
+        from urllib.parse import parse_qs, urlsplit
+
+        from enginehub.harness.providers.cratedb import CrateDBServer
+
+        self.server = CrateDBServer.from_url(sink_url)
+        query = {k: v[-1] for k, v in parse_qs(urlsplit(sink_url).query).items()}
+        self.schema = query.get("schema", "doc")
+        self.table = table
+        self.page = page
+        self.relation = f"{_quote(self.schema)}.{_quote(table)}"
+
+    def _query(self, sql: str, args: list[Any] | None = None) -> list[list[Any]] | None:
+        """Rows of ``sql``; None when the table does not exist (yet)."""
+        from crate.client.exceptions import ProgrammingError
+
+        try:
+            return self.server.query(sql, args)
+        except ProgrammingError as exc:
+            text = str(exc)
+            if (
+                "RelationUnknown" in text
+                or "SchemaUnknown" in text
+                or ("Relation '" in text and "unknown" in text)
+            ):
+                return None
+            raise
+
+    def refresh(self) -> bool:
+        return self._query(f"REFRESH TABLE {self.relation}") is not None
+
+    def count(self, prefix: str) -> int:
+        if not self.refresh():
+            return 0
+        lo, hi = _bounds(prefix)
+        got = self._query(f"SELECT count(*) FROM {self.relation} WHERE id >= ? AND id < ?", [lo, hi])
+        return int(got[0][0]) if got else 0
+
+    def rows(self, prefix: str) -> list[SeenRow]:
+        if not self.refresh():
+            return []
+        lo, hi = _bounds(prefix)
+        out: list[SeenRow] = []
+        after = None
+        sql = (
+            f"SELECT id, event_metadata['message_id'], event_metadata['enqueued_time'], ingested_at "
+            f"FROM {self.relation} WHERE id >= ? AND id < ? AND id > ? ORDER BY id LIMIT {int(self.page)}"
+        )
+        while True:
+            got = self._query(sql, [lo, hi, after if after is not None else ""]) or []
+            for _key, mid, enqueued, ingested in got:
+                out.append(SeenRow(mid, _epoch(enqueued), _epoch(ingested)))
+            if len(got) < self.page:
+                return out
+            after = got[-1][0]
+
+
+def is_crate_url(url: str) -> bool:
+    return url.split(":", 1)[0].lower() in ("crate", "crate+http", "crate+https")
+
+
+def crate_sink_url(url: str, fresh_schema: str) -> tuple[str, str, bool]:
+    """The runner's ``--sink-url`` as an ``ingest --sink`` URL: ``crate://``/``crate+https://`` as given,
+    ``http(s)://host:4200`` turned into ``crate(+https)://``; without ``schema=`` it gets ``fresh_schema``.
+    Returns (url, schema, whether the schema is the fresh one). Other query keys (``bulk_size``) stay."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    mapped = {"http": "crate", "https": "crate+https", "crate": "crate", "crate+http": "crate"}
+    mapped["crate+https"] = "crate+https"
+    if scheme not in mapped:
+        raise ValueError(f"--sink-url {url!r}: expected crate://host:4200[?schema=s] or http://host:4200")
+    if not parts.hostname:
+        raise ValueError(f"--sink-url {url!r} has no host")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    given = [v for k, v in query if k == "schema" and v]
+    schema = given[-1] if given else fresh_schema
+    if not given:
+        query = [(k, v) for k, v in query if k != "schema"] + [("schema", schema)]
+    netloc = parts.netloc if parts.port else f"{parts.netloc}:4200"
+    rebuilt = urlunsplit((mapped[scheme], netloc, "", urlencode(query), ""))
+    return rebuilt, schema, not given
+
+
+def redact(url: str) -> str:
+    """``url`` without its password (for logs and the JSON result)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
 def percentile(sorted_values: list[float], q: float) -> float | None:
     if not sorted_values:
         return None
@@ -178,9 +306,7 @@ def analyze(
     samples: list[tuple[float, int]],
     steady_window: tuple[float, float] | None,
 ) -> Report:
-    """Compare produced ids with the rows of this run (see the module docstring)."""
-    acked = set(produced.ids("acked"))
-    unconfirmed = set(produced.ids("unconfirmed"))
+    """Compare produced ids with the rows of this run in an SQLite sink (see the module docstring)."""
     lo, hi = _bounds(run_prefix)
     conn = _connect(db)
     try:
@@ -194,25 +320,37 @@ def analyze(
         conn.close()
     sample_ids = [s[1] for s in samples]
     sample_times = [s[0] for s in samples]
-    seen: set[str] = set()
+    seen_rows = []
+    for rowid, mid, enqueued in rows:
+        i = bisect.bisect_left(sample_ids, rowid)
+        seen_rows.append(SeenRow(mid, _epoch(enqueued), sample_times[i] if i < len(sample_times) else None))
+    return summarize(seen_rows, produced, steady_window)
+
+
+def summarize(
+    rows: list[SeenRow], produced: ProducedLog, steady_window: tuple[float, float] | None
+) -> Report:
+    """The report for the stored rows of a run (pure): see the module docstring."""
+    acked = set(produced.ids("acked"))
+    unconfirmed = set(produced.ids("unconfirmed"))
+    seen: set[str | None] = set()
     duplicates = unexpected = 0
     latencies: list[float] = []
     visible_in_window = 0
     t0, t1 = steady_window if steady_window else (float("-inf"), float("inf"))
-    for rowid, mid, enqueued in rows:
+    for row in rows:
+        mid = row.message_id
         if mid in seen:
             duplicates += 1
             continue
         seen.add(mid)
         if mid not in acked and mid not in unconfirmed:
             unexpected += 1
-        i = bisect.bisect_left(sample_ids, rowid)
-        if i < len(sample_times):
-            visible = sample_times[i]
-            if t0 <= visible <= t1:
+        if row.visible is not None:
+            if t0 <= row.visible <= t1:
                 visible_in_window += 1
-            if enqueued:
-                latencies.append((visible - dt.datetime.fromisoformat(enqueued).timestamp()) * 1000.0)
+            if row.enqueued is not None:
+                latencies.append((row.visible - row.enqueued) * 1000.0)
     missing = acked - seen
     latencies.sort()
     window = (t1 - t0) if steady_window else 0.0

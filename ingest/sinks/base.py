@@ -67,9 +67,21 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
+def _bulk_size(url: str, text: str | None) -> int | None:
+    if text is None or text == "":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise SinkConfigError(f"{url!r}: bulk_size must be a whole number >= 1 (rows per bulk request)")
+    return value
+
+
 def open_sink(url: str) -> Sink:
     """Build (not open) the sink named by a URL: ``sqlite:///abs/path.db``, ``sqlite:///rel.db``,
-    ``crate://host:4200[?schema=doc]``, ``crate+https://...``, ``memory://``."""
+    ``crate://host:4200[?schema=doc][&bulk_size=N]``, ``crate+https://...``, ``memory://``."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
@@ -95,6 +107,7 @@ def open_sink(url: str) -> Sink:
             schema=query.get("schema", "doc"),
             username=parts.username,
             password=parts.password,
+            bulk_size=_bulk_size(url, query.get("bulk_size")),
         )
     if scheme == "memory":
         from enginehub.ingest.sinks.memory import MemorySink

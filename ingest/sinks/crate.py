@@ -2,6 +2,8 @@
 
 What it fixes relative to the 2018 ingest rule (see docs/cratedb.md):
 - one bulk request per table per batch (``cursor.executemany`` -> ``bulk_args``), never one per event;
+  ``bulk_size`` (URL ``?bulk_size=N``) caps the rows of one request: a larger write goes as several
+  requests of at most N rows, one after the other (default: no cap, one request per table per write);
 - ``INSERT ... ON CONFLICT DO NOTHING`` on the identity key, so redelivery is idempotent;
 - **every per-row result is inspected**: ``rowcount`` 1 = inserted, 0 = already there, -2 = failed.
   The client's aggregate ``cursor.rowcount`` silently leaves the -2 rows out, so it is never used.
@@ -34,6 +36,7 @@ from enginehub.ingest.model import (
     DeadLetter,
     Row,
     RowFailure,
+    SinkConfigError,
     SinkUnavailableError,
     WriteResult,
 )
@@ -215,6 +218,7 @@ class CrateSink:
         connect_timeout: float = 60.0,
         request_timeout: float = 30.0,
         dead_letter_table: str = DEAD_LETTER_TABLE,
+        bulk_size: int | None = None,
         connect: Callable[..., Any] | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -225,7 +229,17 @@ class CrateSink:
         self.connect_timeout = connect_timeout
         self.request_timeout = request_timeout
         self.dead_letter_table = check_identifier(dead_letter_table)
-        self.description = f"crate {server} schema {schema}"
+        if bulk_size is not None and (
+            isinstance(bulk_size, bool) or not isinstance(bulk_size, int) or bulk_size < 1
+        ):
+            raise SinkConfigError(f"crate sink: bulk_size must be a whole number >= 1, got {bulk_size!r}")
+        self.bulk_size = bulk_size
+        self.description = f"crate {server} schema {schema}" + (
+            f" bulk_size {bulk_size}" if bulk_size else ""
+        )
+        #: bulk requests sent and the rows they carried (what a bulk size really was: logged on close)
+        self.bulk_requests = 0
+        self.bulk_rows = 0
         self._connect_fn = connect
         self._sleep = sleep
         self._conn: Any = None
@@ -279,6 +293,14 @@ class CrateSink:
         return cursor
 
     def _bulk(self, sql: str, params: list[list[Any]], what: str) -> list[dict[str, Any]]:
+        """One request per ``bulk_size`` rows (all in one without a cap); the per-row results in order."""
+        size = self.bulk_size or len(params) or 1
+        results: list[dict[str, Any]] = []
+        for start in range(0, len(params), size):
+            results += self._bulk_request(sql, params[start : start + size], what)
+        return results
+
+    def _bulk_request(self, sql: str, params: list[list[Any]], what: str) -> list[dict[str, Any]]:
         from crate.client.exceptions import ConnectionError as CrateConnectionError
         from crate.client.exceptions import Error as CrateError
 
@@ -297,6 +319,8 @@ class CrateSink:
             raise SinkUnavailableError(
                 f"CrateDB bulk insert into {what}: expected {len(params)} results, got {results!r:.200}"
             )
+        self.bulk_requests += 1
+        self.bulk_rows += len(params)
         return results
 
     def open(self, tables: Sequence[TableSpec] = ()) -> None:
@@ -372,6 +396,15 @@ class CrateSink:
         return result
 
     def close(self) -> None:
+        if self.bulk_requests:
+            LOG.info(
+                "crate sink: %d bulk requests, %d rows, %.1f rows per request (bulk_size %s)",
+                self.bulk_requests,
+                self.bulk_rows,
+                self.bulk_rows / self.bulk_requests,
+                self.bulk_size or "unlimited",
+            )
+            self.bulk_requests = self.bulk_rows = 0
         self._drop_connection()
 
 

@@ -216,3 +216,90 @@ def test_ddl_for_auto_and_json_tables_inserts_plain_typed_columns() -> None:
     )
     with pytest.raises(ValueError, match="invalid schema"):
         table_ddl("bad schema", TableSpec())
+
+
+def test_bulk_size_splits_a_write_into_requests_of_at_most_that_many_rows(fake) -> None:
+    state, url = fake
+    sink = CrateSink(url, schema="doc", connect_timeout=5, sleep=lambda s: None, bulk_size=4)
+    sink.open([TableSpec(DEFAULT_TABLE, "seed")])
+    result = sink.write(_rows(10))
+    assert (result.inserted, result.failures) == (10, [])
+    bulks = state.bulk_statements(DEFAULT_TABLE)
+    assert [len(b["bulk_args"]) for b in bulks] == [4, 4, 2]
+    # the rows go out in order, each once
+    keys = [args[0] for b in bulks for args in b["bulk_args"]]
+    assert keys == [r.key for r in _rows(10)]
+    assert (sink.bulk_requests, sink.bulk_rows) == (3, 10)
+
+
+def test_bulk_size_keeps_each_rows_outcome_at_its_index(fake) -> None:
+    """A failing row of the second request is reported at its index in the whole write."""
+    state, url = fake
+    sink = CrateSink(url, schema="doc", connect_timeout=5, sleep=lambda s: None, bulk_size=3)
+    sink.open([TableSpec(DEFAULT_TABLE, "seed")])
+    calls = {"n": 0}
+
+    def respond(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if "bulk_args" not in body:
+            return FakeCrate.ok(body)
+        calls["n"] += 1
+        results: list[dict[str, Any]] = [{"rowcount": 1} for _ in body["bulk_args"]]
+        if calls["n"] == 2:
+            results[1] = {"rowcount": -2, "error": {"code": 4000, "message": "Cannot cast value"}}
+        return 200, {"cols": [], "duration": 1.0, "results": results}
+
+    state.respond = respond
+    result = sink.write(_rows(7))
+    assert result.inserted == 6
+    assert [(f.index, f.retryable) for f in result.failures] == [(4, False)]
+
+
+def test_a_failed_request_fails_the_whole_write_and_a_retry_counts_the_stored_rows_as_duplicates(
+    fake,
+) -> None:
+    """Request 1 stored, request 2 refused: nothing is confirmed; the retry finds request 1's rows there."""
+    state, url = fake
+    sink = CrateSink(url, schema="doc", connect_timeout=5, sleep=lambda s: None, bulk_size=2)
+    sink.open([TableSpec(DEFAULT_TABLE, "seed")])
+    stored: set[str] = set()
+    fail_next = {"on": True}
+
+    def respond(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if "bulk_args" not in body:
+            return FakeCrate.ok(body)
+        if fail_next["on"] and stored:
+            fail_next["on"] = False
+            return 503, {"error": {"code": 5030, "message": "unavailable"}}
+        results = []
+        for args in body["bulk_args"]:
+            results.append({"rowcount": 0 if args[0] in stored else 1})
+            stored.add(args[0])
+        return 200, {"cols": [], "duration": 1.0, "results": results}
+
+    state.respond = respond
+    with pytest.raises(SinkUnavailableError):
+        sink.write(_rows(4))
+    result = sink.write(_rows(4))
+    assert (result.inserted, result.duplicates, result.failures) == (2, 2, [])
+    assert len(stored) == 4
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True, "3"])
+def test_bulk_size_must_be_a_positive_whole_number(bad: Any) -> None:
+    from enginehub.ingest.model import SinkConfigError
+
+    with pytest.raises(SinkConfigError, match="bulk_size"):
+        CrateSink("http://127.0.0.1:4200", bulk_size=bad)
+
+
+def test_sink_url_bulk_size() -> None:
+    from enginehub.ingest.model import SinkConfigError
+    from enginehub.ingest.sinks.base import open_sink
+
+    sink = open_sink("crate://127.0.0.1:4200?schema=s1&bulk_size=2000")
+    assert isinstance(sink, CrateSink)
+    assert (sink.bulk_size, sink.schema, sink.server) == (2000, "s1", "http://127.0.0.1:4200")
+    assert open_sink("crate://127.0.0.1:4200").bulk_size is None  # type: ignore[attr-defined]
+    for bad in ("0", "x", "-5"):
+        with pytest.raises(SinkConfigError, match="bulk_size"):
+            open_sink(f"crate://127.0.0.1:4200?bulk_size={bad}")
