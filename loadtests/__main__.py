@@ -789,6 +789,8 @@ def main(argv: list[str] | None = None) -> int:
             crate_sink_url(args.sink_url, "x")
         except ValueError as exc:
             parser.error(str(exc))
+    if getattr(args, "min_baseline_ratio", None) is not None and getattr(args, "no_baseline", False):
+        parser.error("--min-baseline-ratio needs the baseline: it cannot go with --no-baseline")
     if getattr(args, "min_live_baseline_ratio", None) is not None and not args.live_baseline:
         parser.error("--min-live-baseline-ratio needs --live-baseline (only then is it measured)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

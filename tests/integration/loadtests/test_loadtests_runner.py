@@ -187,6 +187,7 @@ def test_the_runners_temp_dir_goes_after_a_pass_and_only_its_bulk_after_a_failur
         (["--target-rate", "fast"], "a number) or auto"),
         (["--target-rate", "0"], "must be > 0"),
         (["--min-live-baseline-ratio", "0.9"], "needs --live-baseline"),
+        (["--target-rate", "1000", "--no-baseline", "--min-baseline-ratio", "0"], "needs the baseline"),
     ],
 )
 def test_throughput_refuses_what_it_cannot_do(args, message):
