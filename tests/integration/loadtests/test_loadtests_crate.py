@@ -8,11 +8,9 @@ testcontainers where a Docker engine answers); skipped with the reason otherwise
 from __future__ import annotations
 
 import importlib.util
-import json
-import subprocess
-import sys
 
 import pytest
+from lt_runner import run_runner
 
 from enginehub.loadtests.__main__ import THROUGHPUT_EXTRA_KEYS, THROUGHPUT_KEYS
 
@@ -30,17 +28,12 @@ pytestmark = [
 @pytest.mark.timeout(120)
 def test_throughput_into_cratedb_is_exactly_once_and_counted_there(cratedb, cratedb_schema, tmp_path):
     url = cratedb.sink_url(cratedb_schema) + "&bulk_size=100"
-    proc = subprocess.run(
-        [sys.executable, "-m", "enginehub.loadtests", "throughput", "--json", "--sink-url", url]
+    out, proc = run_runner(
+        ["throughput", "--sink-url", url]
         + ["--duration", "4", "--target-rate", "1000", "--batch-size", "50", "--no-baseline"]
         + ["--ingest-batch-size", "250", "--workdir", str(tmp_path)],
-        capture_output=True,
-        text=True,
         timeout=110,
     )
-    lines = proc.stdout.strip().splitlines()
-    assert lines, f"no output (exit {proc.returncode}); stderr:\n{proc.stderr[-3000:]}"
-    out = json.loads(lines[-1])
     assert tuple(out) == THROUGHPUT_KEYS + THROUGHPUT_EXTRA_KEYS, out
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (out["sink"], out["sink_url"]) == ("crate", url), out

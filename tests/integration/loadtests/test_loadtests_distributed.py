@@ -7,21 +7,17 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-import subprocess
-import sys
 
 import pytest
+from lt_runner import run_runner
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.mark.timeout(120)
 def test_throughput_with_two_locust_workers(tmp_path):
-    proc = subprocess.run(
+    out, proc = run_runner(
         [
-            sys.executable,
-            "-m",
-            "enginehub.loadtests",
             "throughput",
             "--duration",
             "4",
@@ -34,15 +30,9 @@ def test_throughput_with_two_locust_workers(tmp_path):
             "2",
             "--workdir",
             str(tmp_path),
-            "--json",
         ],
-        capture_output=True,
-        text=True,
         timeout=110,
     )
-    lines = proc.stdout.strip().splitlines()
-    assert lines, f"no output (exit {proc.returncode}); stderr:\n{proc.stderr[-3000:]}"
-    out = json.loads(lines[-1])
     assert proc.returncode == 0, proc.stderr[-3000:]
     # the master's analysis covers what both workers produced
     assert out["produced"] == 4000 and out["rows"] == 4000, out

@@ -16,6 +16,7 @@ import subprocess
 import sys
 
 import pytest
+from lt_runner import run_runner
 
 from enginehub.ingest.eventloop import resolve as resolve_loop
 from enginehub.loadtests.__main__ import (
@@ -35,18 +36,6 @@ pytestmark = [
         reason="locust is not installed (pip install -e '.[load]')",
     ),
 ]
-
-
-def run_runner(args: list[str], timeout: float) -> tuple[dict, subprocess.CompletedProcess]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "enginehub.loadtests", *args, "--json"],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    lines = proc.stdout.strip().splitlines()
-    assert lines, f"no output (exit {proc.returncode}); stderr:\n{proc.stderr[-3000:]}"
-    return json.loads(lines[-1]), proc
 
 
 @pytest.mark.timeout(120)
