@@ -37,7 +37,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from enginehub.ingest.metrics import Metrics
-from enginehub.ingest.model import DeadLetter, EventRecord, jsonable
+from enginehub.ingest.model import REDUNDANT_SYSTEM_PROPERTIES, DeadLetter, EventRecord, jsonable
+from enginehub.ingest.model import as_text as _text
 from enginehub.ingest.reconnect import BackoffPolicy, for_client, install
 from enginehub.ingest.rules import RuleSet, route_batch
 from enginehub.ingest.sinks.base import Sink
@@ -47,10 +48,6 @@ from enginehub.ingest.writer import ConfirmingWriter
 LOG = logging.getLogger(__name__)
 
 DEVICE_ID_KEYS = (b"iothub-connection-device-id",)
-#: annotations already stored as top-level metadata (sequence number, offset, enqueued time, partition key)
-REDUNDANT_SYSTEM_PROPERTIES = frozenset(
-    {b"x-opt-sequence-number", b"x-opt-offset", b"x-opt-enqueued-time", b"x-opt-partition-key"}
-)
 
 
 @dataclass
@@ -142,14 +139,6 @@ def _body_bytes(event: Any) -> bytes:
     if all(isinstance(p, bytes | bytearray) for p in parts):
         return b"".join(parts)
     return event.body_as_str().encode("utf-8")
-
-
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value)
 
 
 _MESSAGE_PROPERTIES = ("correlation_id", "user_id", "to", "subject", "reply_to", "group_id")

@@ -201,6 +201,22 @@ class SinkConfigError(SinkError, ValueError):
     """The sink URL or table definition is invalid (not retryable)."""
 
 
+#: AMQP annotations already stored as top-level event metadata (sequence number, offset, enqueued time,
+#: partition key), so left out of ``system_properties``
+REDUNDANT_SYSTEM_PROPERTIES = frozenset(
+    {b"x-opt-sequence-number", b"x-opt-offset", b"x-opt-enqueued-time", b"x-opt-partition-key"}
+)
+
+
+def as_text(value: Any) -> str | None:
+    """An AMQP value as text: None stays None, bytes are decoded (undecodable bytes replaced)."""
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
 def jsonable(value: Any) -> Any:
     """Make AMQP property values JSON-serialisable: bytes keys/values decoded (base64 when not UTF-8),
     datetimes as ISO 8601, everything else unknown as ``str``."""
