@@ -245,8 +245,13 @@ def crate_sink_url(url: str, fresh_schema: str) -> tuple[str, str, bool]:
 
     parts = urlsplit(url.strip())
     scheme = parts.scheme.lower()
-    mapped = {"http": "crate", "https": "crate+https", "crate": "crate", "crate+http": "crate"}
-    mapped["crate+https"] = "crate+https"
+    mapped = {
+        "http": "crate",
+        "https": "crate+https",
+        "crate": "crate",
+        "crate+http": "crate",
+        "crate+https": "crate+https",
+    }
     if scheme not in mapped:
         raise ValueError(f"--sink-url {url!r}: expected crate://host:4200[?schema=s] or http://host:4200")
     if not parts.hostname:
