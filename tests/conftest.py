@@ -9,6 +9,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 CMAPSS_DIR = Path(os.environ.get("ENGINEHUB_CMAPSS_DIR", REPO.parent / "shared" / "datasets" / "cmapss"))
+CMAPSS_DIR = CMAPSS_DIR.resolve()
+if os.environ.get("ENGINEHUB_CMAPSS_DIR"):
+    # absolute for the whole session: tests start notebooks and CLIs in other working directories, where a
+    # relative ENGINEHUB_CMAPSS_DIR=../shared/datasets/cmapss would point nowhere
+    os.environ["ENGINEHUB_CMAPSS_DIR"] = str(CMAPSS_DIR)
 
 
 @pytest.fixture(scope="session")
