@@ -10,7 +10,11 @@ SDK process per ingest node, reading a backlog with the machine to itself). With
 nodes start after it), and then offers ``--auto-fraction`` (0.9) of the baseline's rate. The sustained
 rate is then what the whole pipeline carries at that load, and ``baseline_ratio`` (sustained / baseline)
 is the share of the SDK's own rate that arrives in the sink; ``--min-baseline-ratio`` (0.85 with ``auto``)
-is a threshold. The backlog grows while the offered rate exceeds what the pipeline carries, so the
+is a threshold. After the load, with the nodes stopped, the same backlog is read once more
+(``--baseline-after``, on by default) and the run is judged on the mean of the two baselines
+(``sdk_receive_baseline_before_events_per_s`` and ``..._after_...``): this machine's speed drifts by up to
+1.6x between minutes, and a baseline on one side of the load only can catch a faster or slower minute than
+the load itself. The backlog grows while the offered rate exceeds what the pipeline carries, so the
 latencies of an ``auto`` run are those of a saturated pipeline; give a ``--target-rate`` below capacity to
 measure latency (the baseline is then measured after the load, on its events).
 
@@ -101,6 +105,8 @@ THROUGHPUT_KEYS = (
 THROUGHPUT_EXTRA_KEYS = (
     "offered_events_per_s",
     "baseline_ratio",
+    "sdk_receive_baseline_before_events_per_s",
+    "sdk_receive_baseline_after_events_per_s",
     "event_loop",
     "sdk_live_receive_events_per_s",
     "live_baseline_ratio",
@@ -207,6 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="--target-rate auto offers this fraction of the baseline (default %(default)s)",
     )
     t.add_argument("--no-baseline", action="store_true", help="skip the baseline (not with auto)")
+    t.add_argument(
+        "--baseline-after",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="with auto: measure the baseline again after the load, on the same backlog, and judge the run "
+        "on the mean of the two (the load sits between them; default on)",
+    )
     t.add_argument(
         "--live-baseline",
         action="store_true",
@@ -422,14 +435,21 @@ def _collect(proc: subprocess.Popen[str], timeout: float) -> dict[str, Any] | No
 
 
 def _baseline(
-    args: argparse.Namespace, workdir: Path, cs: str, produced: int, placement: Placement | None = None
+    args: argparse.Namespace,
+    workdir: Path,
+    cs: str,
+    produced: int,
+    placement: Placement | None = None,
+    tag: str = "",
 ) -> float | None:
+    """The bare SDK processes (one per node) read ``produced`` events from the start of the partitions;
+    their events together over the longest one's time. ``tag`` names their logs: baseline{tag}-{i}.log."""
     shares = _shares(args)
     per_process = max(1000, produced // len(shares))
     children = []
     for i, share in enumerate(shares):
         argv = _baseline_argv(args, cs, share, args.baseline_seconds) + ["--max-events", str(per_process)]
-        log = open(workdir / f"baseline-{i}.log", "w")  # noqa: SIM115 - closed below
+        log = open(workdir / f"baseline{tag}-{i}.log", "w")  # noqa: SIM115 - closed below
         children.append((_start_bare(argv, log, placement, i), log))
     total, longest = 0, 0.0
     for proc, log in children:
@@ -519,10 +539,10 @@ def _live_baseline(
 
 def _baseline_first(
     args: argparse.Namespace, workdir: Path, cs: str, placement: Placement | None = None
-) -> tuple[float | None, int]:
+) -> tuple[float | None, int, int]:
     """``--target-rate auto``: write the baseline's backlog, measure the baseline on it. Returns the
-    baseline (None if it failed) and the last sequence number of the backlog in every partition (the nodes
-    start after it)."""
+    baseline (None if it failed), the last sequence number of the backlog in every partition (the nodes
+    start after it) and the backlog's size (the baseline after the load reads it again)."""
     from enginehub.loadtests.baseline import prefill
 
     per_partition = max(1, -(-args.baseline_events // args.partitions))
@@ -531,9 +551,9 @@ def _baseline_first(
         sent = prefill(cs, args.eventhub, args.partitions, per_partition, f"baseline-{uuid.uuid4().hex[:8]}")
     except Exception as exc:
         LOG.error("writing the baseline's backlog failed: %s", exc)
-        return None, 0
+        return None, 0, 0
     LOG.info("baseline backlog: %d events written in %.1f s", sent, time.monotonic() - t0)
-    return _baseline(args, workdir, cs, sent, placement), per_partition - 1
+    return _baseline(args, workdir, cs, sent, placement), per_partition - 1, sent
 
 
 def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
@@ -549,6 +569,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     devices = args.command == "devices"
     auto = args.command == "throughput" and args.target_rate == "auto"
     baseline: float | None = None
+    before: float | None = None
+    backlog = 0
     extra: list[str] = []
     passed = False
     crate_url, crate_schema, crate_fresh = "", "", False
@@ -604,7 +626,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
             lag_interval=args.ingest_lag_interval,
         )
         if auto:
-            baseline, last_seq = _baseline_first(args, workdir, cs, placement)
+            before, last_seq, backlog = _baseline_first(args, workdir, cs, placement)
+            baseline = before
             if not baseline:
                 LOG.error("no SDK receive baseline, so no rate to offer (see %s/baseline-*.log)", workdir)
                 return {}, 2
@@ -677,9 +700,29 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
                 **{k: result.get(k) for k in DEVICE_KEYS},
             }
         else:
+            after = None
             if not auto and not args.no_baseline and result.get("produced"):
-                baseline = _baseline(args, workdir, cs, int(result["produced"]), placement)
+                after = baseline = _baseline(args, workdir, cs, int(result["produced"]), placement)
+            elif auto and args.baseline_after:
+                from enginehub.loadtests.baseline import bracketed
+
+                # the same backlog once more, the nodes stopped: the load sits between the two baselines
+                after = _baseline(args, workdir, cs, backlog, placement, tag="-after")
+                if after is None:
+                    LOG.warning(
+                        "no baseline after the load (see %s/baseline-after-*.log): judged on the one before",
+                        workdir,
+                    )
+                baseline = bracketed(before, after)
+                LOG.info(
+                    "SDK receive baseline: %s before the load, %s after; judged on %s",
+                    before,
+                    after,
+                    baseline,
+                )
             result["sdk_receive_baseline_events_per_s"] = baseline
+            result["sdk_receive_baseline_before_events_per_s"] = before
+            result["sdk_receive_baseline_after_events_per_s"] = after
             result["consumer_nodes"] = args.consumer_nodes
             result["partitions"] = args.partitions
             result["sink"] = "crate" if crate_url else "sqlite"

@@ -8,6 +8,7 @@ keys and ``cpu_placement`` after them).
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import re
@@ -93,15 +94,26 @@ def test_throughput_auto_measures_the_baseline_first_and_offers_a_fraction_of_it
     )
     assert tuple(out) == THROUGHPUT_KEYS + THROUGHPUT_EXTRA_KEYS, out
     baseline = out["sdk_receive_baseline_events_per_s"]
-    assert baseline > 0
-    assert out["offered_events_per_s"] == pytest.approx(baseline * 0.05, abs=0.1)
+    before, after = (
+        out["sdk_receive_baseline_before_events_per_s"],
+        out["sdk_receive_baseline_after_events_per_s"],
+    )
+    assert before > 0 and after > 0, out
+    # the rate offered comes from the baseline before the load; the run is judged on the mean of the two, the
+    # second read after the load, with the node stopped, on the same backlog
+    assert out["offered_events_per_s"] == pytest.approx(before * 0.05, abs=0.1)
+    assert baseline == pytest.approx((before + after) / 2, abs=0.1)
+    assert "baseline backlog: 8000 events written" in proc.stderr
+    logged = [ast.literal_eval(r) for r in re.findall(r"baseline process: (\{.*\})", proc.stderr)]
+    # before: the backlog alone; after: it again (the load's events follow it, so the last batch may run on)
+    assert len(logged) == 2 and logged[0]["events"] == 8000 <= logged[1]["events"], logged
+    assert (tmp_path / "baseline-0.log").exists() and (tmp_path / "baseline-after-0.log").exists()
     assert out["consumer_nodes"] == 1  # the throughput default
     # the nodes and the bare SDK processes ran on the same loop, and the JSON says which
     assert out["event_loop"] == resolve_loop("asyncio") == "asyncio"  # the default
     assert "--event-loop asyncio" in proc.stderr  # the node's command line, as logged
     # the baseline read its own backlog, written before the nodes started; the nodes start after it, so the
     # sink holds exactly the load's events
-    assert "baseline backlog: 8000 events written" in proc.stderr
     assert out["rows"] == out["produced"] > 0 and out["lost"] == 0 and out["duplicates"] == 0, out
     with sqlite3.connect(tmp_path / "sink.db") as db:
         assert db.execute("SELECT count(*) FROM enginehub_events").fetchone()[0] == out["produced"]
