@@ -56,16 +56,6 @@ def live_rate(results: Iterable[Mapping[str, Any]], window: tuple[float, float])
     return round(total / (t1 - t0), 1)
 
 
-def bracketed(before: float | None, after: float | None) -> float | None:
-    """The baseline an ``auto`` run is judged against: the mean of the one measured before the load and
-    the one measured after it on the same backlog (the machine's speed drifts between minutes: a
-    baseline on one side only can catch a faster or slower minute than the load). Either alone where the
-    other is missing."""
-    if before and after:
-        return round((before + after) / 2, 1)
-    return before or after or None
-
-
 def prefill(
     connection_string: str, eventhub: str, partitions: int, per_partition: int, prefix: str, batch: int = 250
 ) -> int:
