@@ -78,7 +78,7 @@ from enginehub.harness.testing.processes import IngestNode, child_pids, cpu_seco
 from enginehub.ingest.eventloop import DEFAULT_LOOP, EVENT_LOOPS
 from enginehub.ingest.eventloop import resolve as resolve_loop
 from enginehub.loadtests.measure import crate_sink_url, redact
-from enginehub.loadtests.placement import Placement, available_cpus, pin, plan
+from enginehub.loadtests.placement import CpuSampler, Placement, available_cpus, pin, plan
 from enginehub.loadtests.stack import (
     HarnessUp,
     IngestSettings,
@@ -677,7 +677,11 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
             watched["harness-up"] = stack.proc.pid
         cpu0 = {name: cpu_seconds(pid) for name, pid in watched.items()}
         load0 = os.getloadavg()[0]
-        result = _locust(args, workdir, cs, sink_db, extra, sink_url=crate_url)
+        with CpuSampler() as sampler:
+            result = _locust(args, workdir, cs, sink_db, extra, sink_url=crate_url)
+        window = result.get("steady_window_epoch")
+        # how busy each CPU was in the steady window: 1.0 on both says the machine had nothing to spare
+        result["cpu_busy"] = sampler.shares(*window) if window else None
         cpu = {name: cpu_seconds(pid) for name, pid in watched.items()}
         spent = {k: round(v - cpu0[k], 1) for k, v in cpu.items() if v is not None and cpu0[k] is not None}
         spent["locust"] = result.pop("locust_cpu_s", None)

@@ -82,3 +82,86 @@ def pin(pid: int, cpus: Iterable[int], what: str | None = None) -> bool:
     elif what:
         LOG.info("%s (pid %d) on CPUs %s", what, pid, sorted(wanted))
     return ok
+
+
+def parse_cpu_ticks(text: str) -> dict[int, tuple[int, int]]:
+    """Busy and total ticks per CPU from the text of ``/proc/stat`` (its ``cpuN`` lines: user nice system
+    idle iowait irq softirq steal ...; idle and iowait are not busy, guest time is inside user already)."""
+    out: dict[int, tuple[int, int]] = {}
+    for line in text.splitlines():
+        name, _, rest = line.partition(" ")
+        if not name.startswith("cpu") or name == "cpu":
+            continue
+        ticks = [int(v) for v in rest.split()[:8]]
+        ticks += [0] * (8 - len(ticks))
+        idle = ticks[3] + ticks[4]
+        out[int(name[3:])] = (sum(ticks) - idle, sum(ticks))
+    return out
+
+
+def cpu_ticks() -> dict[int, tuple[int, int]] | None:
+    """:func:`parse_cpu_ticks` of this machine now, or None where there is no ``/proc/stat``."""
+    try:
+        with open("/proc/stat") as f:
+            return parse_cpu_ticks(f.read())
+    except OSError:
+        return None
+
+
+def busy_shares(
+    before: dict[int, tuple[int, int]] | None, after: dict[int, tuple[int, int]] | None
+) -> dict[str, float] | None:
+    """How busy each CPU was between two :func:`cpu_ticks` readings (0..1, keys the CPU numbers as text,
+    for JSON): 1.0 on both CPUs of a saturated 2-core load run says no CPU was left to spare."""
+    if not before or not after:
+        return None
+    shares = {}
+    for cpu, (busy1, total1) in sorted(after.items()):
+        busy0, total0 = before.get(cpu, (busy1, total1))
+        if total1 > total0:
+            shares[str(cpu)] = round((busy1 - busy0) / (total1 - total0), 3)
+    return shares
+
+
+class CpuSampler:
+    """:func:`cpu_ticks` every ``interval`` s in a daemon thread, so that the busy shares of a window known
+    only afterwards (a load run's steady window) can be read: :meth:`shares` uses the last reading at or
+    before the window's start and the first at or after its end."""
+
+    def __init__(self, interval: float = 1.0, clock=None, read=None) -> None:  # noqa: ANN001 - seams
+        import threading
+        import time
+
+        self.interval = interval
+        self._clock = clock or time.time
+        self._read = read or cpu_ticks
+        self._samples: list[tuple[float, dict[int, tuple[int, int]]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cpu-sampler", daemon=True)
+
+    def sample(self) -> None:
+        ticks = self._read()
+        if ticks:
+            self._samples.append((self._clock(), ticks))
+
+    def _run(self) -> None:
+        while True:
+            self.sample()
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> CpuSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.sample()
+
+    def shares(self, t0: float, t1: float) -> dict[str, float] | None:
+        before = [s for t, s in self._samples if t <= t0]
+        after = [s for t, s in self._samples if t >= t1]
+        if not before or not after:
+            return None
+        return busy_shares(before[-1], after[0])

@@ -79,6 +79,10 @@ def test_throughput_smoke(tmp_path):
     # an explicit --target-rate: no ratio threshold unless asked for (the offered rate may be the limit)
     assert "threshold failed: sustained / SDK receive baseline" not in proc.stderr
     assert (tmp_path / "locust.log").read_text().count("eh.raw send_batch") >= 1
+    # how busy each CPU was in the steady window, on stderr with the other details
+    details = json.loads(re.search(r"details: (\{.*\})", proc.stderr)[1])
+    busy = details["cpu_busy"]
+    assert set(busy) >= {str(c) for c in available_cpus()} and all(0 <= v <= 1 for v in busy.values()), busy
     # two nodes get a CPU each only where a CPU is left over for the emulator and the load generator
     expected = plan(available_cpus(), 2)
     assert out["cpu_placement"] == (expected.describe() if expected else None)
